@@ -1,0 +1,1 @@
+"""Preprocessing of long videos into WebDataset shards: fetch -> decode -> cuts/faces -> shards -> clips."""

