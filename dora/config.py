@@ -1,0 +1,238 @@
+"""Typed configuration: YAML files in configs/ plus `key=value` overrides, checked against a schema.
+
+Every difference between the paper and the official code has a switch here; docs/DEVIATIONS.md
+lists them. Unknown keys, wrong types and values outside a key's choices are rejected with one
+line that names the key and what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline.errors import InputError
+
+
+class ConfigError(InputError):
+    """A bad config file, key or value (one line for the user)."""
+
+
+@dataclass
+class ModelCfg:
+    arch: str = "vit_small_patch16_224"  # any timm ViT
+    depth: int | None = None  # overrides of the timm architecture (None: as named)
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    drop_path: float = 0.1  # student only
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    norm_last_layer: bool = False
+    last_block_heads: int | None = None  # appendix B.2: split the last block's q/k into more heads (k > h)
+
+
+@dataclass
+class DoRACfg:
+    method: str = "dora"  # dora | dino (baseline: same clips, no tracking, no masks)
+    num_objects: int = 3  # k
+    sinkhorn: bool = True  # eq. 6 (True) or eq. 3 (False)
+    sk_iters: int = 30  # not stated in the paper; the official value
+    sk_eps: float = 0.05
+    sk_scale: str = "assignment"  # assignment: each patch's column sums to 1 | marginal: eq. 4 literally
+    normalize_tokens: bool = True  # L2-normalise Z~ before eq. 4/5 (as the official code does)
+    mask: str = "soft"  # soft: eq. 7 with the map scaled to [0, 1] | binary: official threshold at the mean
+    mask_source: str = "object"  # object (eq. 7) | random (block-wise, Table 2c)
+    global_views: int = 2  # paper: 2 views, loss across u != v | official: 1 view, teacher unmasked
+    official_quirks: bool = False  # official bugs: local crop 0 unused, per-object loss not reset
+
+
+@dataclass
+class LossCfg:
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: float = 0.0
+    center_momentum: float = 0.9
+
+
+@dataclass
+class DataCfg:
+    clip_frames: int = 8  # T
+    clip_stride_s: float = 1.0
+    precrop_size: int = 300
+    precrop_scale: tuple[float, float] = (0.2, 1.0)
+    precrop_per_clip: bool = True  # one pre-crop for all frames of a clip
+    global_size: int = 224
+    global_scale: tuple[float, float] = (0.4, 1.0)
+    local_crops: int = 6
+    local_size: int = 96
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    local_per_frame: bool = True  # each frame draws its own local crops (official; the paper is silent)
+
+
+@dataclass
+class OptimCfg:
+    optimizer: str = "lars"  # paper: LARS | official: adamw
+    lr: float = 5e-4  # at batch 256 (scaled by batch/256)
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.996
+    clip_grad: float = 3.0  # 0: off
+    clip_mode: str = "per_param"  # per_param (DINO) | global
+    freeze_last_layer_epochs: float = 1.0
+
+
+@dataclass
+class TrainCfg:
+    batch_size: int = 16  # clips per GPU
+    epochs: float = 100.0  # one epoch = one clip per valid start (pipeline.clips)
+    seed: int = 0
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    compile: bool = False
+    num_workers: int = 8
+    checkpoint_every: int = 1000
+    log_every: int = 20
+    maps_every: int = 500  # PNG of tracked objects on a fixed clip
+
+
+@dataclass
+class Config:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    dora: DoRACfg = field(default_factory=DoRACfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "dora.method": ("dora", "dino"),
+    "dora.sk_scale": ("assignment", "marginal"),
+    "dora.mask": ("soft", "binary"),
+    "dora.mask_source": ("object", "random"),
+    "dora.global_views": (1, 2),
+    "optim.optimizer": ("lars", "adamw"),
+    "optim.clip_mode": ("per_param", "global"),
+    "train.precision": ("bf16", "fp16", "fp32"),
+}
+
+
+def _coerce(key: str, value, tp):
+    """`value` as type `tp`, or ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key {key!r}: expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
+    raise TypeError(tp)
+
+
+def _apply(cfg, data: dict, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(cfg))
+    names = [f.name for f in dataclasses.fields(cfg)]
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            raise ConfigError(f"config key {key!r} is unknown; valid keys{' in ' + prefix[:-1] if prefix else ''}: "
+                              f"{', '.join(names)}")
+        current = getattr(cfg, k)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(v, dict):
+                keys = ", ".join(f.name for f in dataclasses.fields(current))
+                raise ConfigError(f"config key {key!r} is a section; give its keys ({keys})")
+            _apply(current, v, f"{key}.")
+            continue
+        value = _coerce(key, v, hints[k])
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(map(str, CHOICES[key]))}")
+        setattr(cfg, k, value)
+
+
+def parse_override(text: str) -> dict:
+    """'optim.lr=1e-3' -> {'optim': {'lr': 0.001}} (the value is read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=1e-3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _looks_numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file (if any), then each override in order; validated throughout."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found; see configs/ for the shipped ones")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected sections like `model:` and `optim:` at the top level")
+        _apply(cfg, data)
+    for text in overrides:
+        _apply(cfg, parse_override(text))
+    check(cfg)
+    return cfg
+
+
+def check(cfg: Config) -> None:
+    """Relations between keys."""
+    heads = cfg.model.last_block_heads
+    if cfg.dora.method == "dora" and heads is not None and cfg.dora.num_objects > heads:
+        raise ConfigError(f"config key 'dora.num_objects': {cfg.dora.num_objects} objects need at least as many "
+                          f"heads in the last block; set model.last_block_heads >= {cfg.dora.num_objects}")
+    if cfg.data.clip_frames < 1 or cfg.dora.num_objects < 1:
+        raise ConfigError("config keys 'data.clip_frames' and 'dora.num_objects' must be at least 1")

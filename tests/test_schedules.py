@@ -1,0 +1,116 @@
+"""Schedules, parameter groups, LARS, clipping and the frozen last layer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dora.head import DINOHead
+from dora.schedules import (
+    LARS,
+    build_optimizer,
+    cancel_last_layer_grads,
+    clip_gradients,
+    cosine,
+    param_groups,
+    set_lr_wd,
+    teacher_temp,
+)
+
+
+def test_cosine_warmup_and_end_points():
+    assert cosine(0, 100, 1.0, 0.1, warmup=10) == 0.0
+    assert cosine(5, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.5)
+    assert cosine(10, 100, 1.0, 0.1, warmup=10) == pytest.approx(1.0)
+    assert cosine(55, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.55)
+    assert cosine(100, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.1)
+    assert cosine(1000, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.1)
+    vals = [cosine(i, 100, 0.996, 1.0) for i in range(101)]  # EMA momentum rises to 1
+    assert vals[0] == pytest.approx(0.996) and vals[-1] == pytest.approx(1.0) and vals == sorted(vals)
+    assert cosine(37, 100, 0.04, 0.4) == pytest.approx(0.4 + 0.5 * (0.04 - 0.4) * (1 + math.cos(math.pi * 0.37)))
+
+
+def test_teacher_temperature_warmup():
+    assert teacher_temp(0, 10, 0.04, 0.07, 3) == pytest.approx(0.04)
+    assert teacher_temp(15, 10, 0.04, 0.07, 3) == pytest.approx(0.055)
+    assert teacher_temp(30, 10, 0.04, 0.07, 3) == pytest.approx(0.07)
+    assert teacher_temp(5, 10, 0.04, 0.04, 0) == pytest.approx(0.04)
+
+
+def _net():
+    return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), DINOHead(8, 10, 6, 5, norm_last_layer=False))
+
+
+def test_no_weight_decay_on_biases_and_1d_params():
+    net = _net()
+    reg, free = param_groups(net)
+    assert all(p.ndim > 1 for p in reg["params"])
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all(p.ndim <= 1 or names[id(p)].endswith("original0") for p in free["params"])
+    assert free["weight_decay"] == 0.0
+    assert len(reg["params"]) + len(free["params"]) == len([p for p in net.parameters() if p.requires_grad])
+    opt = build_optimizer("adamw", net)
+    set_lr_wd(opt, 0.1, 0.3)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.1]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.3, 0.0]
+
+
+def test_lars_step_matches_formula():
+    w = nn.Parameter(torch.tensor([[3.0, 4.0]]))
+    b = nn.Parameter(torch.tensor([1.0]))
+    opt = LARS([{"params": [w]}, {"params": [b]}], lr=0.1, weight_decay=0.5, momentum=0.9, eta=0.001)
+    w.grad = torch.tensor([[1.0, 0.0]])
+    b.grad = torch.tensor([2.0])
+    opt.step()
+    dp = torch.tensor([[1.0, 0.0]]) + 0.5 * torch.tensor([[3.0, 4.0]])
+    q = 0.001 * 5.0 / dp.norm()
+    assert torch.allclose(w, torch.tensor([[3.0, 4.0]]) - 0.1 * q * dp)
+    assert torch.allclose(b, torch.tensor([1.0 - 0.1 * 2.0]))  # 1-D: no decay, no trust ratio
+    assert isinstance(build_optimizer("lars", _net()), LARS)
+
+
+def test_clipping_per_parameter_and_global():
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
+    for p, s in zip(net.parameters(), (3.0, 0.1), strict=True):
+        p.grad = torch.full_like(p, s)
+    total = clip_gradients(net, 1.0, "per_param")
+    assert total == pytest.approx(math.sqrt(4 * 9 + 4 * 0.01))
+    g0, g1 = (p.grad for p in net.parameters())
+    assert g0.norm() == pytest.approx(1.0, rel=1e-4) and g1.norm() == pytest.approx(0.2)  # only the big one
+    for p, s in zip(net.parameters(), (3.0, 0.1), strict=True):
+        p.grad = torch.full_like(p, s)
+    clip_gradients(net, 1.0, "global")
+    norms = [p.grad.norm() for p in net.parameters()]
+    assert float(torch.stack(norms).norm()) == pytest.approx(1.0, rel=1e-4)
+    assert float(norms[0] / norms[1]) == pytest.approx(30.0, rel=1e-4)  # direction kept
+
+
+def test_last_layer_frozen():
+    net = _net()
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    cancel_last_layer_grads(net)
+    for n, p in net.named_parameters():
+        assert (p.grad is None) == ("last_layer" in n)
+
+
+def test_step_values_follow_the_config():
+    from dora.config import load_config
+    from dora.schedules import step_values
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "dora_vits16.yaml", ["train.epochs=10", "optim.warmup_epochs=2",
+                                                               "loss.warmup_teacher_temp=0.02",
+                                                               "loss.warmup_teacher_temp_epochs=1"])
+    first = step_values(cfg, 0, iters_per_epoch=100, global_batch=128)
+    peak = step_values(cfg, 200, iters_per_epoch=100, global_batch=128)
+    last = step_values(cfg, 1000, iters_per_epoch=100, global_batch=128)
+    assert first.lr == 0.0 and peak.lr == pytest.approx(5e-4 * 128 / 256) and last.lr == pytest.approx(1e-6)
+    assert first.weight_decay == pytest.approx(0.04) and last.weight_decay == pytest.approx(0.4)
+    assert first.momentum == pytest.approx(0.996) and last.momentum == pytest.approx(1.0)
+    assert first.teacher_temp == pytest.approx(0.02) and peak.teacher_temp == pytest.approx(0.04)
+    assert first.freeze_last_layer and step_values(cfg, 99, 100, 128).freeze_last_layer
+    assert not step_values(cfg, 100, 100, 128).freeze_last_layer
