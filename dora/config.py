@@ -77,7 +77,7 @@ class DataCfg:
 
 @dataclass
 class OptimCfg:
-    optimizer: str = "lars"  # paper: LARS | official: adamw
+    optimizer: str = "adamw"  # adamw (official; DINO's choice for ViTs) | lars (what the paper states)
     lr: float = 5e-4  # at batch 256 (scaled by batch/256)
     min_lr: float = 1e-6
     warmup_epochs: float = 10.0

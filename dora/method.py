@@ -86,7 +86,7 @@ class DoRA(nn.Module):
             protos = tracker.discover(cls_attn, queries, first(toks[:, self.prefix:]), d.sk_eps, d.sk_iters,
                                       d.sk_scale, d.normalize_tokens)
         else:
-            protos = tracker.prototypes(cls_attn, queries).float()
+            protos = tracker.pool_prototypes(cls_attn, queries).float()
         keys = self.tap.patch_keys().reshape(b, t, v, n, -1).transpose(1, 2).flatten(0, 1)  # [B*V, T, n, d]
         maps = tracker.track(protos, keys)  # [B*V, T, k, n]
         return logits, maps.reshape(b, v, t, d.num_objects, n).transpose(1, 2), heads

@@ -37,7 +37,7 @@ def sinkhorn_knopp(scores: torch.Tensor, eps: float, n_iters: int, scale: str = 
     return plan * n if scale == "assignment" else plan
 
 
-def prototypes(cls_attn: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+def pool_prototypes(cls_attn: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Eq. 2: P = A_I Q~, [B, k, d] from [CLS] attention rows [B, k, n] and patch queries [B, n, d]."""
     return cls_attn.to(queries.dtype) @ queries
 
@@ -49,27 +49,28 @@ def discover(cls_attn: torch.Tensor, queries: torch.Tensor, tokens: torch.Tensor
     cls_attn [B, k, n]: the chosen heads' [CLS]->patch attention; queries [B, n, d]: teacher patch
     queries at t0; tokens [B, n, d]: teacher output patch embeddings Z~ at t0.
     """
-    p = prototypes(cls_attn, queries).float()
+    p = pool_prototypes(cls_attn, queries).float()
     z = F.normalize(tokens.float(), dim=-1) if normalize_tokens else tokens.float()
     plan = sinkhorn_knopp(p @ z.transpose(-2, -1), eps, n_iters, scale)
     return plan.to(z.dtype) @ z
 
 
-def track(protos: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Eqs. 3/6: T'_t = softmax_n(P' K~_t^T / sqrt(d)) -> [B, T, k, n] for keys [B, T, n, d]."""
-    d = protos.shape[-1]
-    logits = torch.einsum("bkd,btnd->btkn", protos.float(), keys.float()) / math.sqrt(d)
+def track(prototypes: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Eqs. 3/6: T'_t = softmax_n(P' K~_t^T / sqrt(d)) -> [B, T, k, n] for prototypes [B, k, d], keys [B, T, n, d]."""
+    d = prototypes.shape[-1]
+    logits = torch.einsum("bkd,btnd->btkn", prototypes.float(), keys.float()) / math.sqrt(d)
     return logits.softmax(-1)
 
 
 def object_masks(maps: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], mode: str = "soft") -> torch.Tensor:
     """Eq. 7's T_i: each row of `maps` [B, T, k, n] as a gh x gw map upsampled to size -> [B, T, k, H, W].
 
-    soft:   the map divided by its maximum (so in [0, 1], the most attended patch fully visible),
-            bilinear upsampling.
-    binary: the official code's mask: the row L2-normalised, 1 where above the mean of that object's
-            normalised rows over the batch, nearest upsampling.
+    soft (alias paper):      the map divided by its maximum (so in [0, 1], the most attended patch
+                             fully visible), bilinear upsampling.
+    binary (alias official): the official code's mask: the row L2-normalised, 1 where above the
+                             mean of that object's normalised rows over the batch, nearest upsampling.
     """
+    mode = {"paper": "soft", "official": "binary"}.get(mode, mode)
     b, t, k, n = maps.shape
     gh, gw = grid
     if gh * gw != n:

@@ -57,7 +57,7 @@ def test_discover_equals_eqs_2_4_5():
     assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-6)
     lit = tracker.discover(attn, q, z, eps=0.05, n_iters=3, scale="marginal", normalize_tokens=False)
     assert torch.allclose(lit.double(), _ref_sinkhorn(p @ z.transpose(-2, -1), 0.05, 3) @ z, rtol=1e-5, atol=1e-6)
-    assert torch.allclose(tracker.prototypes(attn, q), p)
+    assert torch.allclose(tracker.pool_prototypes(attn, q), p)
 
 
 def test_track_rows_sum_to_one_and_equal_eq_6():
@@ -86,7 +86,8 @@ def test_permuting_patches_permutes_outputs():
 def test_soft_masks_range_shape_and_peak():
     g = torch.Generator().manual_seed(6)
     maps = torch.rand(2, 3, 4, 12, generator=g).softmax(-1)
-    masks = tracker.object_masks(maps, (3, 4), (48, 64), "soft")
+    masks = tracker.object_masks(maps, (3, 4), (48, 64), "paper")
+    assert torch.equal(masks, tracker.object_masks(maps, (3, 4), (48, 64), "soft"))
     assert masks.shape == (2, 3, 4, 48, 64)
     assert masks.min() >= 0 and masks.max() <= 1
     top = maps.argmax(-1)[0, 0, 0]
@@ -98,7 +99,7 @@ def test_soft_masks_range_shape_and_peak():
 def test_binary_masks_follow_the_official_threshold():
     g = torch.Generator().manual_seed(7)
     maps = torch.rand(3, 2, 2, 6, generator=g)
-    masks = tracker.object_masks(maps, (2, 3), (32, 48), "binary")
+    masks = tracker.object_masks(maps, (2, 3), (32, 48), "official")
     assert set(masks.unique().tolist()) <= {0.0, 1.0}
     norm = maps / maps.norm(dim=-1, keepdim=True)
     for t in range(2):
