@@ -22,16 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import ffmpeg
 import imageio_ffmpeg
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from fourk import upscaled, write_vp9_4k60  # noqa: E402
+
 from pipeline.demo import sample_video  # noqa: E402
 from pipeline.probe import probe  # noqa: E402
 
@@ -40,38 +40,18 @@ FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def make_input(seconds: float) -> Path:
+    """Real footage with cuts and a face: bikes, Big Buck Bunny and carphone, repeated to `seconds`."""
     path = CACHE / f"wt_like_4k60_vp9_{seconds:g}s.webm"
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    n_needed = int(seconds * 60)
-    rng = np.random.default_rng(0)
-    tmp = path.with_suffix(".tmp.webm")
-    print(f"building {path.name} ({n_needed} frames of 3840x2160 VP9, takes a minute or two)", flush=True)
-    with av.open(str(tmp), "w") as out:
-        s = out.add_stream("libvpx-vp9", rate=60)
-        s.width, s.height, s.pix_fmt = 3840, 2160, "yuv420p"
-        s.codec_context.time_base = Fraction(1, 60)
-        s.bit_rate = 40_000_000
-        s.options = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "2", "g": "120"}
-        n = 0
-        while n < n_needed:
+
+    def frames():
+        while True:
             for name in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"):
-                with av.open(str(sample_video(name))) as inp:
-                    for f in inp.decode(video=0):
-                        if n >= n_needed:
-                            break
-                        yuv = f.reformat(3840, 2160, format="yuv420p", interpolation="BICUBIC").to_ndarray()
-                        grain = rng.integers(-4, 5, yuv.shape, dtype=np.int16)
-                        g = av.VideoFrame.from_ndarray(np.clip(yuv + grain, 0, 255).astype(np.uint8), format="yuv420p")
-                        g.pts, g.time_base = n, Fraction(1, 60)
-                        for p in s.encode(g):
-                            out.mux(p)
-                        n += 1
-        for p in s.encode():
-            out.mux(p)
-    os.replace(tmp, path)
-    return path
+                yield from upscaled(sample_video(name))
+
+    return write_vp9_4k60(path, frames(), int(seconds * 60))
 
 
 def timed(fn) -> float:

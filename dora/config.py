@@ -34,6 +34,7 @@ class ModelCfg:
     bottleneck_dim: int = 256
     norm_last_layer: bool = False
     last_block_heads: int | None = None  # appendix B.2: split the last block's q/k into more heads (k > h)
+    init: str | None = None  # start from these backbone weights (our checkpoint, export, or official DoRA/DINO)
 
 
 @dataclass
@@ -73,6 +74,10 @@ class DataCfg:
     local_size: int = 96
     local_scale: tuple[float, float] = (0.05, 0.4)
     local_per_frame: bool = True  # each frame draws its own local crops (official; the paper is silent)
+    color_per_frame: bool = True  # colour jitter, blur, solarisation drawn per frame (official)
+    global_blur_p: tuple[float, float] = (1.0, 0.1)  # DINO: view 1, view 2 (official single view: 0.1)
+    global_solarize_p: tuple[float, float] = (0.0, 0.2)  # DINO (official: none)
+    local_blur_p: float = 0.5
 
 
 @dataclass
@@ -97,6 +102,8 @@ class TrainCfg:
     precision: str = "bf16"  # bf16 | fp16 | fp32
     compile: bool = False
     num_workers: int = 8
+    loader: str = "auto"  # auto (DALI when installed, else torch) | dali | torch
+    max_bad_fraction: float = 0.01  # unreadable clips tolerated before the run stops
     checkpoint_every: int = 1000
     log_every: int = 20
     maps_every: int = 500  # PNG of tracked objects on a fixed clip
@@ -124,6 +131,7 @@ CHOICES = {
     "optim.optimizer": ("lars", "adamw"),
     "optim.clip_mode": ("per_param", "global"),
     "train.precision": ("bf16", "fp16", "fp32"),
+    "train.loader": ("auto", "dali", "torch"),
 }
 
 

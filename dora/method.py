@@ -27,7 +27,11 @@ class Embedder(nn.Module):
         m = cfg.model
         self.head = DINOHead(self.backbone.num_features, m.out_dim, m.hidden_dim, m.bottleneck_dim, m.norm_last_layer)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]:
+        """A tensor -> (logits, tokens). A list of tensors (one per resolution) -> their logits, in one
+        call: DDP then sees a single forward per step, as with DINO's multi-crop wrapper."""
+        if isinstance(x, list):
+            return [self.head(self.backbone(xi)) for xi in x]
         toks = self.backbone.forward_features(x)
         return self.head(self.backbone.forward_head(toks, pre_logits=True)), toks
 
@@ -91,28 +95,35 @@ class DoRA(nn.Module):
         maps = tracker.track(protos, keys)  # [B*V, T, k, n]
         return logits, maps.reshape(b, v, t, d.num_objects, n).transpose(1, 2), heads
 
-    def forward(self, globals_: torch.Tensor, locals_: torch.Tensor, teacher_temp: float) -> dict[str, torch.Tensor]:
-        """Loss of a batch of clips (eq. 10 for DoRA, per-frame multi-crop DINO for the baseline)."""
+    def forward(self, globals_: torch.Tensor, locals_: torch.Tensor, teacher_temp: float,
+                student: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Loss of a batch of clips (eq. 10 for DoRA, per-frame multi-crop DINO for the baseline).
+
+        `student`: the student to run (e.g. wrapped in DistributedDataParallel); default self.student.
+        """
+        student = student or self.student
         b, t, v = globals_.shape[:3]
+        m = locals_.shape[2]
         d, temp = self.cfg.dora, self.cfg.loss.student_temp
         t_logits, maps, heads = self.track_objects(globals_)
         probs = self.centering.probs(t_logits, teacher_temp)
-        s_local, _ = self.student(locals_.flatten(0, 2))
-        s_local = s_local.reshape(b, t, locals_.shape[2], -1)
         if d.method == "dora":
             k = d.num_objects
             grid = (globals_.shape[-2] // self.patch, globals_.shape[-1] // self.patch)
             masks = tracker.object_masks(maps.flatten(0, 1), grid, tuple(globals_.shape[-2:]), d.mask)
             masks = masks.reshape(b, t, v, k, 1, *globals_.shape[-2:]).to(globals_.dtype)
-            masked = globals_[:, :, :, None] * masks  # eq. 7: X^{v,o_i}_t
-            s_masked, _ = self.student(masked.flatten(0, 3))
-            out = dora_loss(probs, s_masked.reshape(b, t, v, k, -1), s_local, temp, cross_view=v > 1,
+            views = (globals_[:, :, :, None] * masks).flatten(0, 3)  # eq. 7: X^{v,o_i}_t
+        else:
+            views = globals_.flatten(0, 2)
+        s_views, s_local = student([views, locals_.flatten(0, 2)]) if m else (student([views])[0], None)
+        s_local = s_local.reshape(b, t, m, -1) if m else probs.new_zeros(b, t, 0, probs.shape[-1])
+        if d.method == "dora":
+            out = dora_loss(probs, s_views.reshape(b, t, v, d.num_objects, -1), s_local, temp, cross_view=v > 1,
                             official_quirks=d.official_quirks)
             out["maps"] = maps.detach()
             out["heads"] = heads
         else:
-            s_global, _ = self.student(globals_.flatten(0, 2))
-            out = dino_loss(probs, s_global.reshape(b, t, v, -1), s_local, temp)
+            out = dino_loss(probs, s_views.reshape(b, t, v, -1), s_local, temp)
         self.centering.update(t_logits)
         return out
 

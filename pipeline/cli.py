@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from pipeline.cuts import DETECTORS, CutSettings
-from pipeline.errors import InputError
+from pipeline.errors import InputError, report_errors
 from pipeline.faces import BLUR_MODES, FaceSettings
 from pipeline.settings import ShardSettings
 
@@ -37,14 +37,7 @@ class Group(click.Group):
     """Turns InputError into one line on stderr and exit status 2; Ctrl-C into a resume hint."""
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except InputError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: run the same command again to resume", err=True)
-            sys.exit(130)
+        return report_errors(lambda: super(Group, self).invoke(ctx))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
-from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
-from scenedetect.common import Timecode
+
+if TYPE_CHECKING:  # scenedetect and PyAV load only where frames are analysed
+    import av
 
 DETECTORS = ("adaptive", "content")
 
@@ -30,6 +31,8 @@ class CutSettings:
 
 def make_detector(settings: CutSettings):
     """Build a fresh PySceneDetect detector (AdaptiveDetector or ContentDetector)."""
+    from scenedetect import AdaptiveDetector, ContentDetector
+
     if settings.detector == "adaptive":
         kw = {} if settings.threshold is None else {"adaptive_threshold": settings.threshold}
         return AdaptiveDetector(min_scene_len=float(settings.min_shot_s), **kw)
@@ -59,9 +62,12 @@ class CutTracker:
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
         self.time_base = time_base
         self.cuts: list[float] = []
-        self._last: FrameTimecode | None = None
+        self._last = None
 
-    def _timecode(self, pts: int) -> FrameTimecode:
+    def _timecode(self, pts: int):
+        from scenedetect import FrameTimecode
+        from scenedetect.common import Timecode
+
         return FrameTimecode(Timecode(pts=pts, time_base=self.time_base), fps=self.fps)
 
     def feed(self, frame: av.VideoFrame) -> None:

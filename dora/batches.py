@@ -1,0 +1,93 @@
+"""Host side of the loader: batch b of a rank's clip stream as JPEG bytes plus augmentation parameters.
+
+Batch b holds the clips at positions [b*B, (b+1)*B) of `ClipSampler`'s stream for this rank, so
+step s always reads batch s: resuming is exact and any number of workers can build batches
+independently. A clip whose frames cannot be read (short read from a damaged shard, bytes that are
+not a complete JPEG) is replaced by the next readable clip of the same batch, and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dora.augment import ClipParams, clip_rng, draw_clip
+from dora.config import Config
+from pipeline.clips import Clip, ClipSampler, ClipSpec
+from pipeline.errors import InputError
+from pipeline.manifest import Dataset
+
+
+@dataclass
+class HostBatch:
+    clips: list[Clip]
+    jpegs: list[list[bytes]]  # [B][T]
+    params: list[ClipParams]
+    bad: int = 0  # clips replaced because their bytes were unreadable
+    errors: list[str] = field(default_factory=list)
+
+
+def looks_like_jpeg(data: bytes) -> bool:
+    """Cheap completeness check: SOI at the start and EOI at the end (a truncated copy fails it)."""
+    return len(data) > 4 and data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
+
+
+class BatchSource:
+    """Builds HostBatch b for one rank; picklable, so DataLoader workers and DALI can call it."""
+
+    def __init__(self, shard_dirs: list[str], cfg: Config, rank: int = 0, world: int = 1):
+        self.shard_dirs, self.cfg, self.rank, self.world = list(map(str, shard_dirs)), cfg, rank, world
+        self._sampler: ClipSampler | None = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_sampler": None}
+
+    @property
+    def sampler(self) -> ClipSampler:
+        if self._sampler is None:
+            spec = ClipSpec(self.cfg.data.clip_frames, self.cfg.data.clip_stride_s)
+            self._sampler = ClipSampler([Dataset(d) for d in self.shard_dirs], spec, self.cfg.train.seed,
+                                        self.rank, self.world)
+            if len(self._sampler) < self.cfg.train.batch_size:
+                raise InputError(f"{', '.join(self.shard_dirs)}: only {len(self._sampler)} clips of "
+                                 f"{spec.frames} frames {spec.stride_s}s apart for this rank, fewer than one batch "
+                                 f"({self.cfg.train.batch_size}); lower train.batch_size or data.clip_frames")
+        return self._sampler
+
+    def frame_size(self, clip: Clip) -> tuple[int, int]:
+        video = next(v for v in self.sampler.datasets[clip.dataset].videos if v["name"] == clip.video)
+        return int(video["size"][0]), int(video["size"][1])
+
+    def params(self, clip: Clip) -> ClipParams:
+        """The clip's augmentation, fixed by (seed, rank, position)."""
+        rng = clip_rng(self.cfg.train.seed, self.rank, clip.position)
+        return draw_clip(rng, self.frame_size(clip), self.cfg.data.clip_frames, self.cfg.dora.global_views,
+                         self.cfg.data)
+
+    def read(self, clip: Clip) -> list[bytes] | str:
+        """The clip's JPEGs, or a one-line reason why they cannot be used."""
+        try:
+            frames = self.sampler.read(clip)
+        except OSError as e:
+            return f"{clip.video} t={clip.times[0]:.2f}s: {e}"
+        for t, data in zip(clip.times, frames, strict=True):
+            if not looks_like_jpeg(data):
+                return f"{clip.video} t={t:.2f}s: stored frame is not a complete JPEG"
+        return frames
+
+    def __call__(self, b: int) -> HostBatch:
+        size = self.cfg.train.batch_size
+        clips = [self.sampler.clip(p) for p in range(b * size, (b + 1) * size)]
+        frames = [self.read(c) for c in clips]
+        good = [i for i, f in enumerate(frames) if not isinstance(f, str)]
+        errors = [f for f in frames if isinstance(f, str)]
+        if not good:
+            raise InputError(f"every clip of batch {b} is unreadable ({errors[0]}); run `dora-data verify` "
+                             "on the shard folders")
+        for i, f in enumerate(frames):
+            if isinstance(f, str):  # replace by the next readable clip of this batch
+                j = next(g for g in good if g > i) if any(g > i for g in good) else good[0]
+                clips[i], frames[i] = clips[j], frames[j]
+        return HostBatch(clips, frames, [self.params(c) for c in clips], bad=len(errors), errors=errors)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler) // self.cfg.train.batch_size

@@ -1,0 +1,109 @@
+"""Checkpoints (atomic, resumable), export of the teacher backbone, import of official DoRA/DINO weights."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.errors import InputError
+
+CKPT_RE = re.compile(r"^step_(\d{8})\.pth$")
+KEEP = 2  # step checkpoints kept in the run folder (the newest ones)
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, rename: a kill leaves the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_step(run: Path, step: int, state: dict) -> Path:
+    """runs/NAME/checkpoints/step_NNNNNNNN.pth, keeping the newest KEEP of them."""
+    path = run / "checkpoints" / f"step_{step:08d}.pth"
+    save_atomic(state, path)
+    for old in sorted(list_checkpoints(run))[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    folder = run / "checkpoints"
+    return sorted(p for p in folder.iterdir() if CKPT_RE.match(p.name)) if folder.exists() else []
+
+
+def latest(run: Path) -> Path | None:
+    found = list_checkpoints(run)
+    return found[-1] if found else None
+
+
+def load(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: checkpoint not found; check the path") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise InputError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+
+
+def backbone_weights(ckpt: dict, key: str = "teacher") -> dict[str, torch.Tensor]:
+    """The teacher backbone's weights in timm names, from our checkpoints or official DoRA/DINO ones.
+
+    Ours: state["model"]["teacher.backbone.*"]. Official: ckpt["teacher"] with "module." and
+    "backbone." prefixes and the DINO head ("head.*") next to it. A bare state dict works too.
+    """
+    if "model" in ckpt and any(k.startswith(f"{key}.backbone.") for k in ckpt["model"]):
+        sd = ckpt["model"]
+        prefix = f"{key}.backbone."
+        return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    sd = ckpt.get(key, ckpt)
+    if not isinstance(sd, dict):
+        raise InputError(f"checkpoint entry {key!r} is not a state dict")
+    out = {}
+    for k, v in sd.items():
+        k = k.removeprefix("module.").removeprefix("backbone.")
+        if k.startswith("head.") or not isinstance(v, torch.Tensor):
+            continue
+        out[k] = v
+    if not any(k.startswith("blocks.") for k in out):
+        raise InputError(f"checkpoint has no ViT backbone under {key!r} (keys like blocks.0.attn.qkv.weight)")
+    return out
+
+
+def load_backbone(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load backbone weights into a timm ViT; the position embedding is resized if needed."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    weights = checkpoint_filter_fn(dict(weights), model)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith("head")]
+    if missing or unexpected:
+        raise InputError(f"backbone weights do not fit {type(model).__name__}: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}; check model.arch")
+
+
+def export(ckpt_path: Path, to: str, out: Path, key: str = "teacher") -> Path:
+    """Write the teacher backbone for timm (`pretrained_cfg_overlay=dict(file=OUT)`) or for DINO's
+    evaluation scripts (`--pretrained_weights OUT --checkpoint_key teacher`)."""
+    weights = backbone_weights(load(ckpt_path), key)
+    if to == "timm":
+        if out.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(out))
+        else:
+            save_atomic(weights, out)
+    elif to == "dino":
+        save_atomic({"teacher": {f"backbone.{k}": v for k, v in weights.items()}}, out)
+    else:
+        raise InputError(f"--to {to!r}: choose timm or dino")
+    return out

@@ -1,0 +1,72 @@
+"""`dora-train`: DoRA (or DINO) pretraining on shard folders, and `dora-train export`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.errors import report_errors
+
+
+def _run(fn) -> None:
+    report_errors(fn, "run the same command again to resume from the last checkpoint")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": False})
+@click.option("--shards", "shards", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Shard folder from `dora-data shard` (repeat for several).")
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help="YAML config (configs/dora_vits16.yaml is the paper) [default: the schema's defaults].")
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/CONFIG].")
+@click.option("--resume", default="auto", show_default=True,
+              help="auto: continue from the newest checkpoint in --output; none: refuse if there is one; or a path.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.argument("overrides", nargs=-1)
+def train(shards, config, output, resume, quiet, overrides) -> None:
+    """Train DoRA on SHARDS; OVERRIDES are key=value settings, e.g. train.batch_size=32 optim.lr=1e-3."""
+
+    def go() -> None:
+        from dora.config import load_config
+        from dora.train import Trainer
+
+        cfg = load_config(config, overrides)
+        run = output or Path("runs") / (config.stem if config else "default")
+        summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet).fit(quiet=quiet)
+        click.echo(json.dumps(summary))
+
+    _run(go)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--to", "to", type=click.Choice(["timm", "dino"]), required=True)
+@click.option("--key", default="teacher", show_default=True, help="Which network of the checkpoint.")
+@click.argument("out", type=click.Path(path_type=Path))
+def export(checkpoint, to, key, out) -> None:
+    """Write the teacher backbone of CHECKPOINT (ours, or official DoRA/DINO) for timm or DINO's eval scripts."""
+
+    def go() -> None:
+        from dora.checkpoint import export as run_export
+
+        path = run_export(checkpoint, to, out, key)
+        if to == "timm":
+            click.echo(f"{path}: timm.create_model(ARCH, pretrained=True, num_classes=0, "
+                       f"pretrained_cfg_overlay=dict(file='{path}'))")
+        else:
+            click.echo(f"{path}: DINO eval scripts: --pretrained_weights {path} --checkpoint_key teacher")
+
+    _run(go)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "export":
+        export.main(args=sys.argv[2:], prog_name="dora-train export")
+    else:
+        train.main(prog_name="dora-train")
+
+
+if __name__ == "__main__":
+    main()
