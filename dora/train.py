@@ -226,6 +226,10 @@ class Trainer:
         set_lr_wd(self.opt, sv.lr, sv.weight_decay)
         self.bad += batch.bad
         self.seen += len(batch.positions)
+        if batch.errors:  # each unreadable clip, once, in the run folder
+            self.run.mkdir(parents=True, exist_ok=True)
+            with open(self.run / f"bad_clips.rank{self.rank}.log", "a") as f:
+                f.writelines(f"step {self.step}: {e}\n" for e in batch.errors)
         if self.bad > cfg.train.max_bad_fraction * self.seen + BAD_SLACK:
             raise TrainingError(f"{self.bad} of {self.seen} clips were unreadable (over train.max_bad_fraction="
                                 f"{cfg.train.max_bad_fraction}), e.g. {batch.errors[:1]}; run `dora-data verify`")

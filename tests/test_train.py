@@ -109,6 +109,7 @@ def test_corrupt_frames_are_skipped_and_counted(main_ds, tmp_path):
                   "train.batch_size=4", "train.max_bad_fraction=0.9")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["bad_clips"] > 0
+    assert "bikes" in (run / "bad_clips.rank0.log").read_text()
     r = train_cli("--shards", broken, "--config", SMOKE, "--output", tmp_path / "strict", "--quiet",
                   "train.epochs=0.5", "train.batch_size=4", "train.max_bad_fraction=0.0")
     assert r.returncode == 2 and "unreadable" in r.stderr and "dora-data verify" in r.stderr
