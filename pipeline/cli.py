@@ -211,6 +211,53 @@ def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: boo
 
 
 @main.command()
+@click.option("--manifest", type=click.Path(path_type=Path), default=None,
+              help="CSV name,id,url,city,license,notes [default: data/walking_tours.csv, the 10 WT videos].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/raw"), show_default=True)
+@click.option("--only", multiple=True, help="Only these names (repeat, or separate with commas).")
+@click.option("--list", "list_", is_flag=True, help="Show what is downloaded, partial or missing, then stop.")
+@click.option("--dry-run", is_flag=True, help="Say what would be downloaded, download nothing.")
+@click.option("--max-height", type=click.IntRange(min=144), default=2160, show_default=True)
+@click.option("--allow-license", is_flag=True, help="Download even if the licence is not CC-BY (or not reported).")
+@click.option("--rate-limit", type=ByteSize(), default=None, help="Bytes per second, e.g. 20MB.")
+@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--retry-wait", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds before the first retry (doubles each time).")
+@click.option("--quiet", is_flag=True)
+def fetch(manifest, out, only, list_, dry_run, max_height, allow_license, rate_limit, retries, retry_wait,
+          quiet) -> None:
+    """Download the Walking Tours videos (or a manifest's) with yt-dlp: verified by sha256, resumable."""
+    from pipeline.catalog import BUILTIN, read_catalog, select
+    from pipeline.fetch import FetchOptions, status
+    from pipeline.fetch import fetch as run_fetch
+
+    names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
+    entries = select(read_catalog(manifest or BUILTIN), names)
+    if list_ or dry_run:
+        for row in status(entries, out):
+            size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else ""
+            action = "" if not dry_run else ("  -> would download" if row["state"] != "complete"
+                                             else "  -> would verify its sha256")
+            click.echo(f"{row['name']:20s} {row['state']:10s} {size:>12s}  {row['file'] or ''}{action}")
+        return
+    opts = FetchOptions(out=out, max_height=max_height, allow_license=allow_license, rate_limit=rate_limit,
+                        retries=retries, retry_wait=retry_wait,
+                        builtin=manifest is None or Path(manifest).resolve() == BUILTIN, quiet=quiet)
+    outcomes = run_fetch(entries, opts)
+    for o in outcomes:
+        if o.message.startswith("warning:"):
+            click.echo(o.message, err=True)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("downloaded", "verified", "refused", "failed")}
+    click.echo(f"{out}: {counts['downloaded']} downloaded, {counts['verified']} already there and verified, "
+               f"{counts['refused']} refused, {counts['failed']} failed")
+    bad = [o for o in outcomes if o.status in ("refused", "failed")]
+    for o in bad:
+        click.echo(f"error: {o.message}", err=True)
+    if bad:
+        sys.exit(2)
+
+
+@main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data/demo"), show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None)
 def demo(out: Path, workers) -> None:
