@@ -258,6 +258,57 @@ def fetch(manifest, out, only, list_, dry_run, max_height, allow_license, rate_l
 
 
 @main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for analysis.json, CSVs, PNGs.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Samples per second for lightness and objects.")
+@click.option("--detector", default="offline", show_default=True,
+              help="offline | fasterrcnn_v2 | retinanet_v2 | fcos | module:function (e.g. a Detic wrapper).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Weights file of a torchvision detector.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--labels", default="", help="Count only these classes (comma-separated).")
+@click.option("--cut-detector", type=click.Choice(DETECTORS), default="adaptive", show_default=True)
+@click.option("--shards", "shards", multiple=True, type=click.Path(path_type=Path),
+              help="Shard folder whose dataset.json cuts to reuse when a source's checksum matches.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Videos in parallel [default: cores].")
+@click.option("--keep-going", is_flag=True, help="Skip bad inputs, report them at the end.")
+@click.option("--quiet", is_flag=True)
+def analyze(inputs, out, fps, detector, weights, threshold, labels, cut_detector, shards, workers, keep_going,
+            quiet) -> None:
+    """Figure 2 of the paper for VIDEO_OR_DIR...: lightness, objects per frame, class frequency, shots."""
+    from pipeline.analysis import AnalyzeSettings
+    from pipeline.analysis import analyze as run
+    from pipeline.report import write_csvs, write_figures, write_json
+    from pipeline.shard import check_writable
+    from pipeline.sources import resolve_inputs
+
+    sources = resolve_inputs(list(inputs))
+    for d in shards:
+        if not (Path(d) / "dataset.json").exists():
+            raise InputError(f"{d}: no dataset.json; give a folder made by `dora-data shard`")
+    check_writable(out)
+    s = AnalyzeSettings(fps=fps, detector=detector, weights=str(weights) if weights else None, threshold=threshold,
+                        labels=tuple(x.strip() for x in labels.split(",") if x.strip()),
+                        cuts=CutSettings(detector=cut_detector))
+    results, failed = run(sources, s, [Path(d) for d in shards], workers or os.cpu_count() or 1, keep_going, quiet)
+    if results:
+        det = results[0]["detector"]
+        settings = {"fps": fps, "detector": detector, "threshold": threshold, "labels": list(s.labels),
+                    "cut_detector": cut_detector}
+        paths = [write_json(out, results, settings, det), *write_csvs(out, results), *write_figures(out, results, det)]
+        click.echo(f"{out}: {len(results)} video(s) analysed with {det}: " + ", ".join(p.name for p in paths))
+        for r in results:
+            click.echo(f"  {r['name']}: {r['duration_s'] / 60:.1f} min, {r['shots']} shot(s), "
+                       f"mean lightness {sum(r['lightness']['L']) / max(1, len(r['lightness']['L'])):.3f}, "
+                       f"{len(r['classes'])} class(es), cuts {r['cuts_from']}")
+    for msg in failed.values():
+        click.echo(f"error: {msg}", err=True)
+    if failed:
+        sys.exit(2)
+
+
+@main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data/demo"), show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None)
 def demo(out: Path, workers) -> None:
