@@ -216,6 +216,16 @@ def _looks_numeric(s: str) -> bool:
         return False
 
 
+def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A Config from a dict such as the one stored in a checkpoint, then overrides; validated."""
+    cfg = Config()
+    _apply(cfg, data)
+    for text in overrides:
+        _apply(cfg, parse_override(text))
+    check(cfg)
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file (if any), then each override in order; validated throughout."""
     cfg = Config()
