@@ -21,8 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline.assemble import assemble  # noqa: E402
+from pipeline.atomic import write_json_atomic  # noqa: E402
 from pipeline.settings import ShardSettings  # noqa: E402
-from pipeline.units import Unit, UnitWriter, work_dir, write_json_atomic  # noqa: E402
+from pipeline.units import Unit, UnitWriter, work_dir  # noqa: E402
 
 
 def texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:

@@ -39,6 +39,11 @@ class ClipParams:
     solarize: np.ndarray  # [T, V + m] bool
 
 
+def blur_window(sigma: float) -> int:
+    """Gaussian blur window for sigma (1 = no blur), the same in both loader back-ends."""
+    return 2 * math.ceil(3 * sigma) + 1 if sigma > 0 else 1
+
+
 def clip_rng(seed: int, rank: int, position: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64([seed, rank, position]))
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pipeline.atomic import atomic_open
 from pipeline.errors import InputError
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pth$")
@@ -18,12 +18,8 @@ KEEP = 2  # step checkpoints kept in the run folder (the newest ones)
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, rename: a kill leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_step(run: Path, step: int, state: dict) -> Path:

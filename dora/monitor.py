@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from tqdm import tqdm
+
+from pipeline.atomic import write_text_atomic
 
 
 class Monitor:
@@ -27,9 +28,7 @@ class Monitor:
         if self.metrics.exists():
             kept = [line for line in self.metrics.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= start_step]
-            tmp = self.metrics.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.metrics)
+            write_text_atomic(self.metrics, "".join(line + "\n" for line in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dora.augment import ClipParams
+from dora.augment import ClipParams, blur_window
 
 PARAMS = 12  # y0, x0, y1, x1, flip, brightness, contrast, saturation, hue (degrees), sigma, window, solarise
 MEAN255 = [0.485 * 255, 0.456 * 255, 0.406 * 255]
@@ -31,7 +31,7 @@ def view_params(p: ClipParams, views: int) -> np.ndarray:
     out[..., 5:8] = p.color[..., :3]
     out[..., 8] = p.color[..., 3] * 360.0
     out[..., 9] = p.blur
-    out[..., 10] = np.where(p.blur > 0, 2 * np.ceil(3 * p.blur) + 1, 1)
+    out[..., 10] = np.vectorize(blur_window)(p.blur)
     out[..., 11] = p.solarize
     return out
 

@@ -18,16 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dora.augment import ClipParams
+from dora.augment import ClipParams, blur_window
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 YIQ2RGB = torch.linalg.inv(RGB2YIQ)
-
-
-def blur_window(sigma: float) -> int:
-    return 2 * math.ceil(3 * sigma) + 1 if sigma > 0 else 1
 
 
 def crop_resize(img: torch.Tensor, box: np.ndarray, size: int) -> torch.Tensor:

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.atomic import write_json_atomic
 from pipeline.cuts import shots_from_cuts
 from pipeline.manifest import FORMAT_VERSION, FrameTable
 from pipeline.settings import ShardSettings, WindowGeometry
 from pipeline.sources import sha256_of
 from pipeline.tario import ShardWriter, read_range
-from pipeline.units import read_unit, unit_blob, work_dir, write_json_atomic
+from pipeline.units import read_unit, unit_blob, work_dir
 
 
 @dataclass

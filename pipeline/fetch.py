@@ -9,21 +9,19 @@ resumes them with HTTP ranges, so a kill at any moment followed by a rerun ends 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
-import os
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.atomic import write_text_atomic
 from pipeline.catalog import Entry
 from pipeline.errors import InputError
 from pipeline.probe import probe
-from pipeline.sources import VIDEO_EXTS
+from pipeline.sources import VIDEO_EXTS, sha256_file
 
 # video only; VP9 first (A100/H100 NVDEC cannot decode AV1), then anything but AV1, then anything
 FORMAT = ("bv*[height<={h}][vcodec^=vp09]/bv*[height<={h}][vcodec!^=av01]/bv*[height<={h}]"
@@ -71,16 +69,6 @@ def license_verdict(reported: str | None, entry: Entry, builtin: bool, allow: bo
                    "--allow-license to download it")
 
 
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-            if progress:
-                progress(len(chunk))
-    return h.hexdigest()
-
-
 def finished_file(folder: Path, entry: Entry) -> Path | None:
     """The downloaded video of `entry` (final name, not a .part), if any."""
     if not folder.exists():
@@ -91,15 +79,6 @@ def finished_file(folder: Path, entry: Entry) -> Path | None:
 
 def partial_bytes(folder: Path, entry: Entry) -> int:
     return sum(p.stat().st_size for p in folder.glob(f"{entry.id}.*.part")) if folder.exists() else 0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def verify_existing(folder: Path, entry: Entry, opts: FetchOptions) -> Path | None:
@@ -125,7 +104,7 @@ def verify_existing(folder: Path, entry: Entry, opts: FetchOptions) -> Path | No
     except InputError:
         path.unlink()
         return None
-    _write_atomic(sidecar, f"{digest}  {path.name}\n")
+    write_text_atomic(sidecar, f"{digest}  {path.name}\n")
     return path
 
 
@@ -240,7 +219,7 @@ def fetch_one(entry: Entry, opts: FetchOptions, archive: Path) -> Outcome:
         return Outcome(entry.name, "failed", None, f"{entry.name}: {entry.url} did not deliver a video ({e}); "
                        "the file was deleted: check the URL")
     digest = sha256_file(path)
-    _write_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
+    write_text_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
     record = {"name": entry.name, "id": entry.id, "url": entry.url, "file": str(path.relative_to(opts.out)),
               "sha256": digest, "bytes": path.stat().st_size, "codec": info.codec,
               "size": [info.width, info.height], "duration_s": round(info.duration_s, 3), "licence": note,

@@ -10,12 +10,12 @@ Layout of DIR (see docs/FORMAT.md):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import atomic_open
 from pipeline.errors import InputError
 from pipeline.tario import read_range
 
@@ -41,11 +41,8 @@ class FrameTable:
         return len(self.t)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, shots=self.shots, **{k: getattr(self, k) for k in TABLE_FIELDS})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as f:
+            np.savez(f, shots=self.shots, **{k: getattr(self, k) for k in TABLE_FIELDS})
 
     @classmethod
     def load(cls, path: Path) -> FrameTable:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
 from pathlib import Path
+
+from pipeline.atomic import write_json_atomic
 
 SCHEMA_VERSION = 1
 PANELS = ("lightness", "objects", "classes", "shots")
@@ -13,10 +13,7 @@ PANELS = ("lightness", "objects", "classes", "shots")
 
 def write_json(out: Path, results: list[dict], settings: dict, detector: str) -> Path:
     path = out / "analysis.json"
-    tmp = path.with_name(".analysis.json.tmp")
-    tmp.write_text(json.dumps({"schema": SCHEMA_VERSION, "detector": detector, "settings": settings,
-                               "videos": results}, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, {"schema": SCHEMA_VERSION, "detector": detector, "settings": settings, "videos": results})
     return path
 
 

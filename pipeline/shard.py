@@ -16,12 +16,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.assemble import assemble
+from pipeline.atomic import write_json_atomic
 from pipeline.errors import InputError
 from pipeline.probe import VideoInfo, probe
 from pipeline.segment import process_unit
 from pipeline.settings import ShardSettings, stored_size
 from pipeline.sources import Source, resolve_inputs
-from pipeline.units import Unit, UnitWriter, is_complete, plan_units, select_part, work_dir, write_json_atomic
+from pipeline.units import Unit, UnitWriter, is_complete, plan_units, select_part, work_dir
 
 
 @dataclass

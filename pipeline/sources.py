@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.atomic import write_json_atomic
 from pipeline.errors import InputError
 from pipeline.units import NAME_RE
 
@@ -70,6 +71,17 @@ def resolve_inputs(inputs: list[str]) -> list[Source]:
     return sorted(unique.values(), key=lambda s: s.name)
 
 
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """SHA-256 of a file, read in 8 MB chunks (`progress` gets each chunk's size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+            if progress:
+                progress(len(chunk))
+    return h.hexdigest()
+
+
 def sha256_of(path: Path, cache_dir: Path | None = None, progress=None) -> str:
     """SHA-256 of a file. Reuses a `<file>.sha256` written by `dora-data fetch`, or a cached value
     in `cache_dir` recorded for the same size and modification time."""
@@ -84,17 +96,9 @@ def sha256_of(path: Path, cache_dir: Path | None = None, progress=None) -> str:
         c = json.loads(cache.read_text())
         if c.get("size") == st.st_size and c.get("mtime_ns") == st.st_mtime_ns:
             return c["sha256"]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-            if progress is not None:
-                progress(len(chunk))
-    digest = h.hexdigest()
+    digest = sha256_file(path, progress)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"source.json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"path": str(path.resolve()), "size": st.st_size,
-                                   "mtime_ns": st.st_mtime_ns, "sha256": digest}))
-        os.replace(tmp, cache)
+        write_json_atomic(cache, {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                  "sha256": digest})
     return digest

@@ -13,6 +13,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.atomic import atomic_open
+
 
 @dataclass
 class Member:
@@ -85,12 +87,10 @@ def index_path(tar_path: Path) -> Path:
 
 def write_index(path: Path, samples: list[list[Member]]) -> None:
     """DALI webdataset index v1.2: a header line, then per sample `ext offset size name` repeated."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         f.write(f"v1.2 {len(samples)}\n")
         for members in samples:
             f.write(" ".join(f"{m.name.split('.', 1)[1]} {m.offset} {m.size} {m.name}" for m in members) + "\n")
-    os.replace(tmp, path)
 
 
 def read_index(path: Path) -> list[list[Member]]:

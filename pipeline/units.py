@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.atomic import write_json_atomic
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -104,12 +106,3 @@ class UnitWriter:
             self.f.close()
         self.tmp.unlink(missing_ok=True)
 
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary name in the same folder, fsync, then rename over `path`."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
