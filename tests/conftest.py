@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,23 @@ def concat_vfr(tmp_path_factory) -> tuple[Path, list[float]]:
     """The same shots with variable frame durations (30-60 ms)."""
     path = tmp_path_factory.mktemp("videos") / "concat_vfr.mp4"
     return path, make_concat(path, vfr=True)
+
+
+def damaged_copy(src: Path, dst: Path, video: str, rows, n_bytes: int) -> Path:
+    """A copy of shard folder `src` in which the last n_bytes of the given frames' JPEGs are zeros
+    (tar structure intact: only the JPEG data is damaged). Returns the damaged shard paths' folder."""
+    from pipeline.manifest import Dataset
+
+    shutil.copytree(src, dst)
+    ds = Dataset(dst)
+    tab = ds.table(video)
+    for row in rows:
+        path = ds.shard_path(int(tab.shard[row]))
+        end = int(tab.offset[row]) + int(tab.size[row])
+        with open(path, "r+b") as f:
+            f.seek(end - n_bytes)
+            f.write(bytes(n_bytes))
+    return dst
 
 
 # Options of the main shard folder used by many tests: several units per video, small shards.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tarfile
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from pipeline.manifest import Dataset
 from pipeline.settings import ShardSettings, WindowGeometry
 from pipeline.tario import index_path, read_index
-from tests.conftest import run_cli
+from tests.conftest import damaged_copy, run_cli
 
 VIDEO_KEYS = {"name", "source", "sha256", "duration_s", "fps_source", "fps_stored", "size", "n_frames", "shots",
               "faces_blurred"}
@@ -157,15 +156,10 @@ def test_verify_passes_and_catches_damage(main_ds, tmp_path):
     assert r.returncode == 0 and report["ok"]
     assert report["shards"] >= 2 and report["frames"] == report["distinct_frames"]
     assert report["duplication"] == pytest.approx(1.0)
-    broken = tmp_path / "broken"
-    shutil.copytree(main_ds, broken)
+    broken = damaged_copy(main_ds, tmp_path / "broken", "bikes", [5], 200)  # one JPEG loses its end
     ds = Dataset(broken)
-    tab = ds.table("bikes")
-    path = ds.shard_path(int(tab.shard[5]))
-    data = bytearray(path.read_bytes())
-    start = int(tab.offset[5]) + int(tab.size[5]) - 200
-    data[start:start + 200] = b"\0" * 200  # wipe the end of one JPEG, keep the tar intact
-    path.write_bytes(bytes(data))
+    path = ds.shard_path(int(ds.table("bikes").shard[5]))
+    data = path.read_bytes()
     r = run_cli("verify", broken, "--json", "--sample", "1")
     bad = json.loads(r.stdout)
     assert r.returncode != 0 and not bad["ok"] and any("JPEG" in e for e in bad["errors"])

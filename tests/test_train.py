@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from dora.batches import BatchSource
 from dora.config import load_config
 from dora.loader import Loader
 from pipeline.manifest import Dataset
-from tests.conftest import ROOT
+from tests.conftest import ROOT, damaged_copy
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
@@ -93,17 +92,8 @@ def test_both_loader_paths_draw_the_same_clips_and_views(main_ds, sizes, tol):
 
 
 def test_corrupt_frames_are_skipped_and_counted(main_ds, tmp_path):
-    broken = tmp_path / "broken"
-    shutil.copytree(main_ds, broken)
-    ds = Dataset(broken)
-    tab = ds.table("bikes")
-    path = ds.shard_path(int(tab.shard[40]))
-    data = bytearray(path.read_bytes())
-    for row in range(0, len(tab), 3):  # damage every third bikes frame (its end marker)
-        if ds.shard_path(int(tab.shard[row])) == path:
-            end = int(tab.offset[row]) + int(tab.size[row])
-            data[end - 2:end] = b"\0\0"
-    path.write_bytes(bytes(data))
+    n = len(Dataset(main_ds).table("bikes"))
+    broken = damaged_copy(main_ds, tmp_path / "broken", "bikes", range(0, n, 3), 2)  # every 3rd: no end marker
     run = tmp_path / "run"
     r = train_cli("--shards", broken, "--config", SMOKE, "--output", run, "--quiet", "train.epochs=0.5",
                   "train.batch_size=4", "train.max_bad_fraction=0.9")
