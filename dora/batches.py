@@ -26,6 +26,15 @@ class HostBatch:
     errors: list[str] = field(default_factory=list)
 
 
+def substitutes(ok: list[bool], what: str) -> list[int]:
+    """For each clip of a batch, the index of the clip to use: itself when usable, else the next usable
+    clip of the batch (wrapping around). `what` names the batch in the error when none is usable."""
+    good = [i for i, x in enumerate(ok) if x]
+    if not good:
+        raise InputError(f"every clip of {what} is unusable; run `dora-data verify` on the shard folders")
+    return [i if ok[i] else next((g for g in good if g > i), good[0]) for i in range(len(ok))]
+
+
 def looks_like_jpeg(data: bytes) -> bool:
     """Cheap completeness check: SOI at the start and EOI at the end (a truncated copy fails it)."""
     return len(data) > 4 and data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
@@ -37,9 +46,10 @@ class BatchSource:
     def __init__(self, shard_dirs: list[str], cfg: Config, rank: int = 0, world: int = 1):
         self.shard_dirs, self.cfg, self.rank, self.world = list(map(str, shard_dirs)), cfg, rank, world
         self._sampler: ClipSampler | None = None
+        self._sizes: dict[tuple[int, str], tuple[int, int]] | None = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_sampler": None}
+        return {**self.__dict__, "_sampler": None, "_sizes": None}
 
     @property
     def sampler(self) -> ClipSampler:
@@ -54,8 +64,10 @@ class BatchSource:
         return self._sampler
 
     def frame_size(self, clip: Clip) -> tuple[int, int]:
-        video = next(v for v in self.sampler.datasets[clip.dataset].videos if v["name"] == clip.video)
-        return int(video["size"][0]), int(video["size"][1])
+        if self._sizes is None:
+            self._sizes = {(d, v["name"]): (int(v["size"][0]), int(v["size"][1]))
+                           for d, ds in enumerate(self.sampler.datasets) for v in ds.videos}
+        return self._sizes[clip.dataset, clip.video]
 
     def params(self, clip: Clip) -> ClipParams:
         """The clip's augmentation, fixed by (seed, rank, position)."""
@@ -78,15 +90,9 @@ class BatchSource:
         size = self.cfg.train.batch_size
         clips = [self.sampler.clip(p) for p in range(b * size, (b + 1) * size)]
         frames = [self.read(c) for c in clips]
-        good = [i for i, f in enumerate(frames) if not isinstance(f, str)]
         errors = [f for f in frames if isinstance(f, str)]
-        if not good:
-            raise InputError(f"every clip of batch {b} is unreadable ({errors[0]}); run `dora-data verify` "
-                             "on the shard folders")
-        for i, f in enumerate(frames):
-            if isinstance(f, str):  # replace by the next readable clip of this batch
-                j = next(g for g in good if g > i) if any(g > i for g in good) else good[0]
-                clips[i], frames[i] = clips[j], frames[j]
+        idx = substitutes([not isinstance(f, str) for f in frames], f"batch {b} ({'; '.join(errors[:1])})")
+        clips, frames = [clips[j] for j in idx], [frames[j] for j in idx]
         return HostBatch(clips, frames, [self.params(c) for c in clips], bad=len(errors), errors=errors)
 
     def steps_per_epoch(self) -> int:

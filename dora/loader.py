@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dora.batches import BatchSource, HostBatch
+from dora.batches import BatchSource, HostBatch, substitutes
 from dora.config import Config
 from dora.views_dali import view_params
 from dora.views_torch import render_clip
@@ -64,13 +64,11 @@ def render_host_batch(hb: HostBatch, cfg: Config) -> dict:
         except RuntimeError as e:
             decoded.append(None)
             errors.append(f"{clip.video} t={clip.times[0]:.2f}s: JPEG does not decode ({str(e).splitlines()[0]})")
-    good = [i for i, x in enumerate(decoded) if x is not None]
-    if not good:
-        raise RuntimeError(f"no clip of a batch decodes: {errors[0]}")
-    idx = [i if decoded[i] is not None else good[0] for i in range(len(decoded))]
+    ok = [x is not None for x in decoded]
+    idx = substitutes(ok, f"a batch ({errors[-1] if errors else ''})")
     views = [render_clip(decoded[i], hb.params[i], cfg.dora.global_views, d.global_size, d.local_size) for i in idx]
     return {"globals": torch.stack([g for g, _ in views]), "locals": torch.stack([lo for _, lo in views]),
-            "positions": [hb.clips[i].position for i in idx], "bad": hb.bad + len(decoded) - len(good),
+            "positions": [hb.clips[i].position for i in idx], "bad": hb.bad + ok.count(False),
             "errors": errors}
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cuts import CutSettings, CutTracker, shots_from_cuts
+from pipeline.cuts import CutSettings, CutTracker, analysis_size, shots_from_cuts
 from pipeline.decode import iter_frames
 from pipeline.errors import InputError
-from pipeline.probe import probe
+from pipeline.probe import VideoInfo, probe
 from pipeline.settings import slot
 from pipeline.sources import Source, sha256_of
 
@@ -49,9 +49,8 @@ def lightness(rgb: np.ndarray) -> float:
 
 def analysis_frame(frame) -> np.ndarray:
     """The RGB copy that lightness and detection look at: ANALYSIS_WIDTH wide (never wider than the source)."""
-    w = min(ANALYSIS_WIDTH, frame.width)
-    h = max(2, round(frame.height * w / frame.width / 2) * 2)
-    return frame.reformat(w, h, format="rgb24", interpolation="AREA").to_ndarray()
+    size = analysis_size(frame.width, frame.height, ANALYSIS_WIDTH)
+    return frame.reformat(*size, format="rgb24", interpolation="AREA").to_ndarray()
 
 
 def known_cuts(path: Path, shard_dirs: list[Path]) -> list[float] | None:
@@ -80,9 +79,9 @@ def _detector(s: AnalyzeSettings):
 
 
 def analyze_video(source: Source, s: AnalyzeSettings, cuts_known: list[float] | None = None,
-                  progress=None) -> dict:
-    """Every measure of one video (see the module docstring)."""
-    info = probe(str(source.path))
+                  progress=None, info: VideoInfo | None = None) -> dict:
+    """Every measure of one video (see the module docstring); `info`: its probe, if already made."""
+    info = info or probe(str(source.path))
     det = _detector(s)
     tracker = None if cuts_known is not None else CutTracker(s.cuts, info.width, info.height, info.fps,
                                                              info.time_base)
@@ -112,8 +111,8 @@ def analyze_video(source: Source, s: AnalyzeSettings, cuts_known: list[float] | 
             "classes": dict(sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))), "detector": det.name}
 
 
-def _job(source: Source, s: AnalyzeSettings, cuts: list[float] | None, queue) -> dict:
-    return analyze_video(source, s, cuts, progress=queue.put)
+def _job(source: Source, s: AnalyzeSettings, cuts: list[float] | None, queue, info: VideoInfo) -> dict:
+    return analyze_video(source, s, cuts, progress=queue.put, info=info)
 
 
 def analyze(sources: list[Source], s: AnalyzeSettings, shard_dirs: list[Path], workers: int, keep_going: bool,
@@ -122,18 +121,18 @@ def analyze(sources: list[Source], s: AnalyzeSettings, shard_dirs: list[Path], w
     them. Returns (results, name -> error line)."""
     results, failed = {}, {}
     _detector(s)  # a missing weights file or a bad --detector stops here, before any work
-    frames = {}
-    for src in list(sources):  # unreadable inputs are reported before any work starts
+    infos: dict[str, VideoInfo] = {}
+    for src in sources:  # unreadable inputs are reported before any work starts
         try:
-            info = probe(str(src.path))
-            frames[src.name] = max(1, round(info.duration_s * info.fps))
+            infos[src.name] = probe(str(src.path))
         except InputError as e:
             if not keep_going:
                 raise
             failed[src.name] = str(e)
-    sources = [x for x in sources if x.name in frames]
+    sources = [x for x in sources if x.name in infos]
     known = {src.name: known_cuts(src.path, shard_dirs) for src in sources}
-    bar = tqdm(total=sum(frames.values()), unit="frame", desc=f"analyze {len(sources)} video(s)", disable=quiet,
+    total = sum(max(1, round(i.duration_s * i.fps)) for i in infos.values())
+    bar = tqdm(total=total, unit="frame", desc=f"analyze {len(sources)} video(s)", disable=quiet,
                dynamic_ncols=True)
 
     def done(name: str, fn) -> None:
@@ -147,14 +146,15 @@ def analyze(sources: list[Source], s: AnalyzeSettings, shard_dirs: list[Path], w
     try:
         if workers <= 1 or len(sources) == 1:
             for src in sources:
-                done(src.name, lambda src=src: analyze_video(src, s, known[src.name], progress=bar.update))
+                done(src.name, lambda src=src: analyze_video(src, s, known[src.name], bar.update, infos[src.name]))
         else:
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")
             with ctx.Manager() as manager, ProcessPoolExecutor(min(workers, len(sources)), mp_context=ctx) as pool:
                 queue = manager.Queue()
-                futs = {pool.submit(_job, src, s, known[src.name], queue): src.name for src in sources}
+                futs = {pool.submit(_job, src, s, known[src.name], queue, infos[src.name]): src.name
+                        for src in sources}
                 pending = set(futs)
                 while pending:
                     finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

@@ -191,8 +191,9 @@ class _Failed(Exception):
 
 def fetch_one(entry: Entry, opts: FetchOptions, archive: Path) -> Outcome:
     folder = opts.out / entry.name
-    if verify_existing(folder, entry, opts) is not None:
-        return Outcome(entry.name, "verified", finished_file(folder, entry), "already downloaded, checksum ok")
+    existing = verify_existing(folder, entry, opts)
+    if existing is not None:
+        return Outcome(entry.name, "verified", existing, "already downloaded, checksum ok")
     folder.mkdir(parents=True, exist_ok=True)
     wait = opts.retry_wait
     for attempt in range(opts.retries + 1):
@@ -248,13 +249,13 @@ def status(entries: list[Entry], out: Path) -> list[dict]:
     rows = []
     for e in entries:
         folder = out / e.name
-        path = finished_file(folder, e)
+        path, partial = finished_file(folder, e), partial_bytes(folder, e)
         if path is not None:
             sidecar = path.with_name(path.name + ".sha256").exists()
             rows.append({"name": e.name, "state": "complete" if sidecar else "unverified", "file": str(path),
                          "bytes": path.stat().st_size})
-        elif partial_bytes(folder, e):
-            rows.append({"name": e.name, "state": "partial", "file": None, "bytes": partial_bytes(folder, e)})
+        elif partial:
+            rows.append({"name": e.name, "state": "partial", "file": None, "bytes": partial})
         else:
             rows.append({"name": e.name, "state": "missing", "file": None, "bytes": 0})
     return rows
