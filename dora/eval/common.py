@@ -1,0 +1,143 @@
+"""What every frozen-feature evaluation shares: the encoder from any checkpoint, the device, and the
+run record written as `metrics.json`.
+
+A checkpoint is anything `dora-eval attention` accepts: a `dora-train` checkpoint (its saved config
+names the architecture), an export (`--to timm|dino`) or an official DoRA/DINO file (the architecture
+is read off the weights). Loading is strict: a missing or unexpected key is an InputError; nothing is
+ever downloaded or substituted.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dora.checkpoint import backbone_weights, load, load_backbone
+from dora.config import ModelCfg, config_from_dict
+from pipeline.atomic import write_json_atomic
+from pipeline.errors import InputError
+from pipeline.sources import sha256_file
+
+# Heads of the standard ViT widths (the weights do not say how q/k are split).
+HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+NAME_BY_WIDTH = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge"}
+
+
+@dataclass
+class Encoder:
+    """A frozen timm ViT in eval mode and what it is."""
+
+    model: nn.Module
+    arch: str
+    patch: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    checkpoint: Path
+    key: str
+    device: torch.device
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` is cuda when available, else cpu; `cuda` without a GPU is an InputError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is visible here; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"--device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def model_cfg_from_weights(weights: dict[str, torch.Tensor]) -> ModelCfg:
+    """The ViT shape read off backbone weights (official DoRA/DINO files and exports carry no config)."""
+    if "pos_embed" not in weights or "patch_embed.proj.weight" not in weights:
+        raise InputError("checkpoint backbone has no pos_embed / patch_embed.proj.weight: not a ViT")
+    width = int(weights["pos_embed"].shape[-1])
+    patch = int(weights["patch_embed.proj.weight"].shape[-1])
+    depth = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("blocks."))
+    if width not in HEADS_BY_WIDTH:
+        raise InputError(f"checkpoint ViT width {width} is not a standard one ({sorted(HEADS_BY_WIDTH)}); "
+                         "pass --config with model.arch/num_heads")
+    if patch not in (8, 16):
+        raise InputError(f"checkpoint ViT patch size {patch} is not 8 or 16; pass --config with model.arch")
+    return ModelCfg(arch=f"vit_{NAME_BY_WIDTH[width]}_patch{patch}_224",
+                    depth=depth, embed_dim=width, num_heads=HEADS_BY_WIDTH[width], drop_path=0.0)
+
+
+def load_encoder(path: Path, key: str = "teacher", device: torch.device | str = "cpu",
+                 config: Path | None = None) -> Encoder:
+    """The `key` (teacher|student) backbone of checkpoint `path`, frozen, on `device`.
+
+    Our checkpoints rebuild the model from their saved `model:` section (appendix B.2's head split
+    included); other files from the shape of their weights (or `config`, a YAML file, when given).
+    """
+    from dora.config import load_config
+    from dora.vit import create_backbone, num_heads, patch_size
+
+    if key not in ("teacher", "student"):
+        raise InputError(f"--key {key!r}: choose teacher or student")
+    state = load(Path(path))
+    weights = backbone_weights(state, key)
+    saved = state.get("config") if isinstance(state, dict) else None
+    if config is not None:
+        mcfg = load_config(config).model
+    elif isinstance(saved, dict) and "model" in saved:
+        mcfg = config_from_dict(saved).model
+    else:
+        mcfg = model_cfg_from_weights(weights)
+    model = create_backbone(mcfg, drop_path=0.0)
+    load_backbone(model, weights)
+    dev = torch.device(device)
+    model = model.to(dev).eval().requires_grad_(False)
+    return Encoder(model=model, arch=mcfg.arch, patch=patch_size(model), embed_dim=int(model.embed_dim),
+                   depth=len(model.blocks), num_heads=num_heads(model), checkpoint=Path(path), key=key, device=dev)
+
+
+@dataclass
+class RunRecord:
+    """Collects what an evaluation ran with and found; `write` puts it in OUT/metrics.json."""
+
+    task: str
+    encoder: Encoder
+    feature: str
+    params: dict[str, Any]
+    started: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self, **results: Any) -> dict[str, Any]:
+        import timm
+
+        enc = self.encoder
+        return {
+            "task": self.task,
+            "checkpoint": str(enc.checkpoint),
+            "checkpoint_sha256": sha256_file(enc.checkpoint),
+            "key": enc.key,
+            "arch": {"name": enc.arch, "patch": enc.patch, "embed_dim": enc.embed_dim, "depth": enc.depth,
+                     "num_heads": enc.num_heads},
+            "feature": self.feature,
+            "params": self.params,
+            **self.extra,
+            **results,
+            "device": str(enc.device),
+            "elapsed_s": round(time.time() - self.started, 3),
+            "versions": {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()},
+        }
+
+    def write(self, out: Path | None, echo_json: bool = False, **results: Any) -> dict[str, Any]:
+        """Write OUT/metrics.json atomically (when `out` is given); print it with `echo_json`."""
+        data = self.as_dict(**results)
+        if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            write_json_atomic(Path(out) / "metrics.json", data)
+        if echo_json:
+            print(json.dumps(data, indent=1))
+        return data
