@@ -20,6 +20,7 @@ from PIL import Image
 
 from dora.checkpoint import backbone_weights, load, load_backbone
 from dora.config import config_from_dict, load_config
+from pipeline.atomic import write_json_atomic
 from pipeline.errors import InputError, report_errors
 
 
@@ -86,6 +87,87 @@ def attention(checkpoint, images, out, size, config) -> None:
             click.echo(str(attention_sheet(model, image, out, size)))
 
     report_errors(go)
+
+
+DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def _sequence_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for v in values for n in v.split(",") if n)
+
+
+@main.command()
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--davis", "root", required=True, type=click.Path(path_type=Path), help="DAVIS-2017 folder.")
+@click.option("--split", default="val", show_default=True, help="ImageSets/2017/<split>.txt")
+@click.option("--sequences", multiple=True, help="Only these sequences (repeat or comma-separate).")
+@click.option("--key", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("davis_results"), show_default=True)
+@click.option("--json", "echo_json", is_flag=True, help="Also print metrics.json.")
+@click.option("--eval-only", "eval_only", type=click.Path(path_type=Path), default=None,
+              help="Score the PNGs in this results folder; no checkpoint needed.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per forward.")
+@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True, help="Frame-reading threads.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, help="Model YAML for files without one.")
+@click.option("--short-side", type=click.IntRange(min=16), default=480, show_default=True)
+@click.option("--multiple", type=click.IntRange(min=1), default=64, show_default=True,
+              help="The long side is floored to a multiple of this.")
+@click.option("--n-last", type=click.IntRange(min=0), default=7, show_default=True, help="Previous frames in context.")
+@click.option("--radius", type=click.IntRange(min=0), default=12, show_default=True,
+              help="Neighbourhood radius in patches (0: none).")
+@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--bound-th", type=click.FloatRange(min=0, min_open=True), default=0.008, show_default=True,
+              help="F boundary tolerance (fraction of the diagonal, or pixels when >= 1).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_only, batch_size, workers, config,
+          short_side, multiple, n_last, radius, topk, temperature, bound_th, quiet) -> None:
+    """DAVIS-2017 video object segmentation by DINO's label propagation; J&F as davis2017-evaluation."""
+
+    def go() -> None:
+        from dora.eval import davis as run_davis
+        from dora.eval.common import RunRecord, load_encoder, pick_device
+        from dora.eval.davis_data import read_sequences
+        from dora.eval.davis_score import score_results
+        from dora.eval.propagation import PropagationCfg
+
+        seqs = read_sequences(root, split, _sequence_names(sequences))
+        if eval_only is not None:
+            if not Path(eval_only).is_dir():
+                raise InputError(f"{eval_only}: --eval-only needs a folder of <sequence>/<frame>.png results")
+            scores = score_results(seqs, eval_only, bound_th)
+            data = {"task": "davis", "results_dir": str(eval_only), "davis": str(root), "split": split,
+                    "params": {"bound_th": bound_th, "sequences": [s.name for s in seqs]}, **scores}
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "metrics.json", data)
+            _davis_summary(data, echo_json)
+            return
+        if checkpoint is None:
+            raise InputError("give a CHECKPOINT (or --eval-only RESULTS_DIR to score existing PNGs)")
+        cfg = PropagationCfg(short_side=short_side, multiple=multiple, n_last=n_last, radius=radius, topk=topk,
+                             temperature=temperature)
+        enc = load_encoder(checkpoint, key, pick_device(device), config)
+        params = {**cfg.as_dict(), "split": split, "sequences": [s.name for s in seqs], "batch_size": batch_size,
+                  "bound_th": bound_th, "davis": str(root)}
+        record = RunRecord("davis", enc, "last-block patch tokens after the final norm", params)
+        stamp = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key, **cfg.as_dict()}
+        counts = run_davis.run(enc, seqs, out, cfg, batch_size, workers, stamp, quiet)
+        scores = score_results(seqs, out, bound_th)
+        data = record.write(out, False, **counts, **scores)
+        _davis_summary(data, echo_json)
+
+    report_errors(go)
+
+
+def _davis_summary(data: dict, echo_json: bool) -> None:
+    import json
+
+    if echo_json:
+        click.echo(json.dumps(data, indent=1))
+    else:
+        keys = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+        click.echo("  ".join(f"{k} {data[k]:.3f}" for k in keys))
 
 
 @main.command()

@@ -1,0 +1,91 @@
+"""`dora-eval davis`: label propagation over DAVIS-2017 sequences with a frozen encoder, indexed PNGs per
+sequence (resumable: a sequence's folder appears only when all its frames are written), then the
+semi-supervised scores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dora.eval.common import Encoder
+from dora.eval.davis_data import Sequence, read_labels, read_palette, write_indexed
+from dora.eval.propagation import PropagationCfg, first_labels, propagate, read_frame, to_labels
+from dora.vit import patch_tokens, tokens
+from pipeline.atomic import write_json_atomic
+from pipeline.errors import InputError
+
+STAMP = ".davis_run.json"
+
+
+@torch.no_grad()
+def encode(encoder: Encoder, frames: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+    """Last-block patch tokens after the final norm, [h·w, d] per frame (DINO's get_intermediate_layers(n=1))."""
+    out = []
+    for a in range(0, len(frames), batch_size):
+        x = torch.stack(frames[a:a + batch_size]).to(encoder.device)
+        out.extend(patch_tokens(encoder.model, tokens(encoder.model, x)).float().unbind(0))
+    return out
+
+
+def run_sequence(encoder: Encoder, seq: Sequence, out: Path, cfg: PropagationCfg, batch_size: int,
+                 workers: int, bar: tqdm) -> None:
+    """OUT/<seq>/<frame>.png for every frame (frame 0 = its ground truth), written into a hidden folder
+    that is renamed to OUT/<seq> when complete."""
+    tmp = out / f".partial-{seq.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        read = list(pool.map(lambda p: read_frame(p, cfg), seq.frames))
+    sizes = {s for _, s in read}
+    if len(sizes) > 1:
+        raise InputError(f"{seq.root}: frames of different sizes {sorted(sizes)}; a sequence has one size")
+    size = read[0][1]
+    x0 = read[0][0]
+    p = encoder.patch
+    grid = (x0.shape[1] // p, x0.shape[2] // p)
+    gt0 = read_labels(seq.annotations[0], like=size)
+    palette = read_palette(seq.annotations[0])
+    write_indexed(tmp / f"{seq.frames[0].stem}.png", gt0, palette)
+    bar.update(1)
+    feats = encode(encoder, [x for x, _ in read], batch_size)
+    first = first_labels(gt0, grid)
+    for path, seg in zip(seq.frames[1:], propagate(first, feats, cfg), strict=True):
+        write_indexed(tmp / f"{path.stem}.png", to_labels(seg, p, size), palette)
+        bar.update(1)
+    final = out / seq.name
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def check_stamp(out: Path, stamp: dict) -> None:
+    """OUT may be resumed only by the same run (same checkpoint, key and parameters)."""
+    path = out / STAMP
+    stamp = json.loads(json.dumps(stamp))  # as it reads back (tuples become lists)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != stamp:
+            raise InputError(f"{out}: holds results of another run ({path.name} differs: checkpoint, key or "
+                             "parameters); give a new --out or delete it")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, stamp)
+
+
+def run(encoder: Encoder, sequences: list[Sequence], out: Path, cfg: PropagationCfg, batch_size: int,
+        workers: int, stamp: dict, quiet: bool = False) -> dict:
+    """Propagate every sequence not already complete in OUT; returns counts."""
+    out = Path(out)
+    check_stamp(out, stamp)
+    todo = [s for s in sequences if not (out / s.name).is_dir()]
+    total = sum(len(s.frames) for s in sequences)
+    done = total - sum(len(s.frames) for s in todo)
+    with tqdm(total=total, initial=done, unit="img", desc="davis", disable=quiet, dynamic_ncols=True) as bar:
+        for seq in todo:
+            bar.set_postfix_str(seq.name)
+            run_sequence(encoder, seq, out, cfg, batch_size, workers, bar)
+    return {"n_frames": total, "resumed_frames": done}
