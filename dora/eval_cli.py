@@ -172,6 +172,76 @@ def _davis_summary(data: dict, echo_json: bool) -> None:
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--voc", "root", required=True, type=click.Path(path_type=Path),
+              help="Pascal VOC folder (VOCdevkit, VOC<year> or one with JPEGImages/Annotations/ImageSets).")
+@click.option("--year", type=click.Choice(["2007", "2012"]), default="2012", show_default=True)
+@click.option("--set", "image_set", default="val", show_default=True, help="trainval, val, train or test.")
+@click.option("--image-list", type=click.Choice(["Main", "Segmentation"]), default="Main", show_default=True,
+              help="ImageSets/<list>/<set>.txt (the paper's 1,449 VOC12 val images: Segmentation).")
+@click.option("--k-patches", type=click.IntRange(min=1), default=100, show_default=True, help="LOST's k.")
+@click.option("--jaccard/--no-jaccard", default=None,
+              help="[CLS]-attention Jaccard on VOC12 ImageSets/Segmentation/val  [default: on for 2012]")
+@click.option("--jaccard-mask", type=click.Choice(["mean80", "heads60"]), default="mean80", show_default=True,
+              help="mean80: head-averaged map, 80%% of the mass (paper); heads60: per head, 60%% (DINO).")
+@click.option("--jaccard-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Resize to SIZE x SIZE before the Jaccard (0: native size).")
+@click.option("--sheet", "sheet_n", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Images drawn in corloc_sheet.png.")
+@click.option("--key", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True, help="Image-reading threads.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("discovery_results"), show_default=True)
+@click.option("--json", "echo_json", is_flag=True, help="Also print metrics.json.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, help="Model YAML for files without one.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard, jaccard_mask, jaccard_size, sheet_n,
+              key, device, workers, out, echo_json, config, quiet) -> None:
+    """Unsupervised object discovery: LOST CorLoc on VOC and [CLS]-attention Jaccard on VOC12 segmentation."""
+
+    def go() -> None:
+        import json
+
+        from dora.eval import discovery_run as dr
+        from dora.eval.common import RunRecord, load_encoder, pick_device
+        from dora.eval.voc import read_detection, read_segmentation
+        from dora.vit import QKTap
+
+        year_i = int(year)
+        do_jaccard = (year_i == 2012) if jaccard is None else jaccard
+        if do_jaccard and year_i != 2012:
+            raise InputError("--jaccard uses VOC 2012 segmentation val: give --year 2012 (or --no-jaccard)")
+        images = read_detection(root, year_i, image_set, image_list)
+        seg = read_segmentation(root, "val") if do_jaccard else []
+        enc = load_encoder(checkpoint, key, pick_device(device), config)
+        params = {"voc": str(root), "year": year_i, "set": image_set, "image_list": image_list,
+                  "k_patches": k_patches, "features": "k", "iou_threshold": 0.5, "mean": dr.MEAN, "std": dr.STD,
+                  "jaccard": do_jaccard, "jaccard_mask": jaccard_mask if do_jaccard else None,
+                  "jaccard_size": jaccard_size if do_jaccard else None}
+        record = RunRecord("discovery", enc, "last-block keys (LOST); last-block [CLS] attention (Jaccard)",
+                           params)
+        common = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key}
+        stamp_c = {**common, **{k: params[k] for k in ("voc", "year", "set", "image_list", "k_patches")}}
+        stamp_j = {**common, "voc": str(root), "mask": jaccard_mask, "size": jaccard_size}
+        out.mkdir(parents=True, exist_ok=True)
+        tap = QKTap(enc.model)
+        results = {"corloc": dr.run_corloc(enc, tap, images, out, k_patches, workers, sheet_n, stamp_c, quiet)}
+        results["jaccard"] = (dr.run_jaccard(enc, tap, seg, out, jaccard_mask, jaccard_size, workers, stamp_j, quiet)
+                              if do_jaccard else {"ran": False, "why": "off (--no-jaccard or --year 2007)"})
+        data = record.write(out, False, **results)
+        if echo_json:
+            click.echo(json.dumps(data, indent=1))
+        else:
+            c, j = results["corloc"], results["jaccard"]
+            line = f"CorLoc {c['corloc']:.2f} ({c['n_correct']}/{c['n_images']})"
+            if "jaccard" in j:
+                line += f"  Jaccard[{j['jaccard_mask']}] {j['jaccard']:.2f} ({j['n_images']} images)"
+            click.echo(line)
+
+    report_errors(go)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--shards", required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--n", "n", type=click.IntRange(min=1), default=4, show_default=True)
