@@ -57,3 +57,43 @@ def write_davis(root: Path, name: str, frames, labels, split: str = "val") -> Pa
     with open(sets / f"{split}.txt", "a") as f:
         f.write(name + "\n")
     return root
+
+
+def voc_xml(boxes, size: tuple[int, int], name: str = "square") -> str:
+    """A VOC annotation with `boxes` given as VOC writes them (1-based inclusive xmin, ymin, xmax, ymax)."""
+    objs = "".join(f"<object><name>{name}</name><truncated>0</truncated><difficult>0</difficult><bndbox>"
+                   f"<xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+                   for b in boxes)
+    return (f"<annotation><size><width>{size[1]}</width><height>{size[0]}</height><depth>3</depth></size>"
+            f"{objs}</annotation>")
+
+
+def write_voc(root: Path, year: int, n: int, h: int = 96, w: int = 128, image_set: str = "val",
+              segmentation: bool = False) -> list[str]:
+    """ROOT/VOC<year> with n images of a red square at a known place on blue, one box each (its true box);
+    with `segmentation`, SegmentationClass PNGs (class 1 on the square, a void border) and the
+    Segmentation list. Returns the ids."""
+    voc = root / f"VOC{year}"
+    for d in ("JPEGImages", "Annotations", "ImageSets/Main", "ImageSets/Segmentation", "SegmentationClass"):
+        (voc / d).mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i in range(n):
+        iid = f"{year}_{i:06d}"
+        y, x, side = 10 + 7 * i % 40, 12 + 11 * i % 60, 32 + 4 * (i % 3)
+        img = np.empty((h, w, 3), np.uint8)
+        img[:] = BLUE
+        img[y:y + side, x:x + side] = RED
+        Image.fromarray(img).save(voc / "JPEGImages" / f"{iid}.jpg", quality=95)
+        (voc / "Annotations" / f"{iid}.xml").write_text(voc_xml([(x + 1, y + 1, x + side, y + side)], (h, w)))
+        if segmentation:
+            lab = np.zeros((h, w), np.uint8)
+            lab[y:y + side, x:x + side] = 1
+            lab[y - 1, x:x + side] = 255
+            im = Image.fromarray(lab, mode="P")
+            im.putpalette(voc_palette().ravel().tolist())
+            im.save(voc / "SegmentationClass" / f"{iid}.png")
+        ids.append(iid)
+    (voc / "ImageSets" / "Main" / f"{image_set}.txt").write_text("".join(i + "\n" for i in ids))
+    if segmentation:
+        (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(i + "\n" for i in ids))
+    return ids

@@ -4,6 +4,7 @@ segmentation val. Per-image results are appended to OUT/*.jsonl as they finish, 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,8 +82,15 @@ def last_block(encoder: Encoder, tap: QKTap, x: torch.Tensor) -> tuple[torch.Ten
 
 
 def prefetch(fn, items: list, workers: int) -> Iterator:
+    """fn(item) for each item, in order, computed by `workers` threads at most 2·workers items ahead."""
+    ahead = 2 * max(1, workers)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        yield from pool.map(fn, items)
+        queue = deque(pool.submit(fn, it) for it in items[:ahead])
+        for nxt in items[ahead:]:
+            yield queue.popleft().result()
+            queue.append(pool.submit(fn, nxt))
+        while queue:
+            yield queue.popleft().result()
 
 
 def run_corloc(encoder: Encoder, tap: QKTap, images: list[VocImage], out: Path, k_patches: int, workers: int,
