@@ -2,6 +2,9 @@
 
   attention CKPT IMAGE... --out DIR   the teacher's last-block [CLS] attention, one map per head
                                       (as in DINO's and the paper's attention figures)
+  davis CKPT --davis ROOT             DAVIS-2017 video object segmentation (DINO's label propagation),
+                                      J&F as davis2017-evaluation; --eval-only RESULTS scores PNGs
+  discovery CKPT --voc ROOT           LOST CorLoc on Pascal VOC, [CLS]-attention Jaccard on VOC12
   tracking CKPT --shards DIR --out DIR
                                       clips drawn as in training, with the k objects DoRA discovers
                                       in the first frame tracked through the clip (like Figure 4)

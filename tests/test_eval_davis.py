@@ -62,6 +62,16 @@ def test_statistics_mean_recall_decay():
     assert d == pytest.approx(v[0:3].mean() - v[6:9].mean())
 
 
+def test_input_size_is_dinos():
+    from dora.eval.propagation import input_size
+
+    cfg = PropagationCfg()
+    assert input_size(480, 854, cfg) == (480, 832)  # DAVIS 480p: 854 -> 832
+    assert input_size(854, 480, cfg) == (832, 480)
+    assert input_size(96, 160, cfg) == (480, 768)
+    assert input_size(100, 100, cfg) == (480, 448)  # square: the long side is the width (see DEVIATIONS)
+
+
 def colour_features(img: np.ndarray, patch: int) -> torch.Tensor:
     """A feature with a known answer: the one-hot of each patch's dominant colour channel [h*w, 3]."""
     x = torch.from_numpy(img).float().permute(2, 0, 1)[None]

@@ -133,9 +133,7 @@ def test_jaccard_through_the_cli_and_bad_layouts(tmp_path):
         assert expect in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
     bad("--voc", "VOCdevkit", "--set", "trainval", expect="image-set file missing")
-    bad("--voc", "VOCdevkit", "--year", "2007", expect="no JPEGImages")
-    bad("--voc", "VOCdevkit", "--year", "2012", "--jaccard", "--out", "x", "--set", "val",
-        "--image-list", "Segmentation", "--jaccard-size", "64", "--key", "student", expect="student")
+    bad("--voc", "VOCdevkit", "--year", "2007", "--jaccard", expect="--year 2012")
     voc = tmp_path / "VOCdevkit" / "VOC2012"
     next(iter((voc / "SegmentationClass").iterdir())).unlink()
     bad("--voc", "VOCdevkit", expect="listed in ImageSets/Segmentation/val.txt but missing")
