@@ -123,12 +123,15 @@ def _sequence_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
 @click.option("--bound-th", type=click.FloatRange(min=0, min_open=True), default=0.008, show_default=True,
               help="F boundary tolerance (fraction of the diagonal, or pixels when >= 1).")
+@click.option("--no-score", is_flag=True, help="Only write the PNGs (splits annotated on the first frame only).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_only, batch_size, workers, config,
-          short_side, multiple, n_last, radius, topk, temperature, bound_th, quiet) -> None:
+          short_side, multiple, n_last, radius, topk, temperature, bound_th, no_score, quiet) -> None:
     """DAVIS-2017 video object segmentation by DINO's label propagation; J&F as davis2017-evaluation."""
 
     def go() -> None:
+        import json
+
         from dora.eval import davis as run_davis
         from dora.eval.common import RunRecord, load_encoder, pick_device
         from dora.eval.davis_data import read_sequences
@@ -148,6 +151,11 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
             return
         if checkpoint is None:
             raise InputError("give a CHECKPOINT (or --eval-only RESULTS_DIR to score existing PNGs)")
+        partial = [s for s in seqs if len(s.annotations) != len(s.frames)]
+        if partial and not no_score:
+            raise InputError(f"{partial[0].root}: {len(partial[0].annotations)} annotations for "
+                             f"{len(partial[0].frames)} frames; scoring needs one per frame (DAVIS-2017 "
+                             "train/val): give --no-score to only write the propagated PNGs")
         cfg = PropagationCfg(short_side=short_side, multiple=multiple, n_last=n_last, radius=radius, topk=topk,
                              temperature=temperature)
         enc = load_encoder(checkpoint, key, pick_device(device), config)
@@ -156,9 +164,12 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
         record = RunRecord("davis", enc, "last-block patch tokens after the final norm", params)
         stamp = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key, **cfg.as_dict()}
         counts = run_davis.run(enc, seqs, out, cfg, batch_size, workers, stamp, quiet)
-        scores = score_results(seqs, out, bound_th)
+        scores = {"scored": False} if no_score else score_results(seqs, out, bound_th)
         data = record.write(out, False, **counts, **scores)
-        _davis_summary(data, echo_json)
+        if no_score:
+            click.echo(json.dumps(data, indent=1) if echo_json else f"{counts['n_frames']} frames written to {out}")
+        else:
+            _davis_summary(data, echo_json)
 
     report_errors(go)
 

@@ -171,5 +171,12 @@ def test_davis_bad_layouts_one_line_exit_2(tmp_path):
         (root / "Annotations" / "480p" / "sq" / "00001.png").read_bytes())
     bad("--davis", "D", expect="frame/annotation mismatch")
     (root / "Annotations" / "480p" / "sq" / "00009.png").unlink()
+    (root / "Annotations" / "480p" / "sq" / "00002.png").unlink()
+    bad("--davis", "D", expect="give --no-score")
+    r = eval_cli(tmp_path, "davis", "tiny.pth", "--device", "cpu", "--quiet", "--davis", "D", "--no-score",
+                 "--short-side", "64", "--out", "ns")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "ns" / "sq").glob("*.png"))) == 4
+    assert json.loads((tmp_path / "ns" / "metrics.json").read_text())["scored"] is False
     (root / "Annotations" / "480p" / "sq" / "00000.png").unlink()
     bad("--davis", "D", expect="first frame's annotation is missing")
