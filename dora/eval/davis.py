@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from dora.eval.common import Encoder
 from dora.eval.davis_data import Sequence, read_labels, read_palette, write_indexed
+from dora.eval.prefetch import prefetch
 from dora.eval.propagation import PropagationCfg, first_labels, propagate, read_frame, to_labels
 from dora.vit import patch_tokens, tokens
 from pipeline.atomic import write_json_atomic
@@ -23,13 +24,22 @@ STAMP = ".davis_run.json"
 
 
 @torch.no_grad()
-def encode(encoder: Encoder, frames: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
-    """Last-block patch tokens after the final norm, [h·w, d] per frame (DINO's get_intermediate_layers(n=1))."""
-    out = []
-    for a in range(0, len(frames), batch_size):
-        x = torch.stack(frames[a:a + batch_size]).to(encoder.device)
-        out.extend(patch_tokens(encoder.model, tokens(encoder.model, x)).float().unbind(0))
-    return out
+def encode(encoder: Encoder, frames: Iterator[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
+    """Last-block patch tokens after the final norm, [h·w, d] per frame (DINO's get_intermediate_layers(n=1)),
+    computed `batch_size` frames at a time as the frames arrive."""
+    batch: list[torch.Tensor] = []
+    for x in frames:
+        batch.append(x)
+        if len(batch) == batch_size:
+            yield from _forward(encoder, batch)
+            batch = []
+    if batch:
+        yield from _forward(encoder, batch)
+
+
+def _forward(encoder: Encoder, batch: list[torch.Tensor]) -> list[torch.Tensor]:
+    x = torch.stack(batch).to(encoder.device)
+    return list(patch_tokens(encoder.model, tokens(encoder.model, x)).float().unbind(0))
 
 
 def run_sequence(encoder: Encoder, seq: Sequence, out: Path, cfg: PropagationCfg, batch_size: int,
@@ -39,22 +49,24 @@ def run_sequence(encoder: Encoder, seq: Sequence, out: Path, cfg: PropagationCfg
     tmp = out / f".partial-{seq.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        read = list(pool.map(lambda p: read_frame(p, cfg), seq.frames))
-    sizes = {s for _, s in read}
-    if len(sizes) > 1:
-        raise InputError(f"{seq.root}: frames of different sizes {sorted(sizes)}; a sequence has one size")
-    size = read[0][1]
-    x0 = read[0][0]
+    x0, size = read_frame(seq.frames[0], cfg)
     p = encoder.patch
     grid = (x0.shape[1] // p, x0.shape[2] // p)
     gt0 = read_labels(seq.annotations[0], like=size)
     palette = read_palette(seq.annotations[0])
     write_indexed(tmp / f"{seq.frames[0].stem}.png", gt0, palette)
     bar.update(1)
-    feats = encode(encoder, [x for x, _ in read], batch_size)
-    first = first_labels(gt0, grid)
-    for path, seg in zip(seq.frames[1:], propagate(first, feats, cfg), strict=True):
+
+    def frames() -> Iterator[torch.Tensor]:
+        yield x0
+        for path, (x, s) in zip(seq.frames[1:], prefetch(lambda q: read_frame(q, cfg), seq.frames[1:], workers),
+                                strict=True):
+            if s != size:
+                raise InputError(f"{path}: {s[1]}x{s[0]} but the sequence's first frame is {size[1]}x{size[0]}")
+            yield x
+
+    segs = propagate(first_labels(gt0, grid), encode(encoder, frames(), batch_size), cfg)
+    for path, seg in zip(seq.frames[1:], segs, strict=True):
         write_indexed(tmp / f"{path.stem}.png", to_labels(seg, p, size), palette)
         bar.update(1)
     final = out / seq.name

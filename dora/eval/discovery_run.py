@@ -4,9 +4,6 @@ segmentation val. Per-image results are appended to OUT/*.jsonl as they finish, 
 from __future__ import annotations
 
 import json
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +15,10 @@ from tqdm import tqdm
 from dora.eval.common import Encoder
 from dora.eval.discovery import attention_masks, box_iou, corloc_hit, draw_sheet, jaccard_image
 from dora.eval.lost import lost
+from dora.eval.prefetch import prefetch
 from dora.eval.voc import VocImage
 from dora.vit import QKTap
-from pipeline.atomic import write_json_atomic
+from pipeline.atomic import atomic_open, write_json_atomic
 from pipeline.errors import InputError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -45,7 +43,7 @@ class ResultLog:
             raise InputError(f"{self.path}: holds results of another run (checkpoint, key or parameters); "
                              "give a new --out or delete it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w") as f:
+        with atomic_open(self.path) as f:  # drops a torn last line; a kill here leaves the old file
             for rec in good or [{"stamp": stamp}]:
                 f.write(json.dumps(rec) + "\n")
         self.done = {r["id"]: r for r in good[1:]}
@@ -79,18 +77,6 @@ def last_block(encoder: Encoder, tap: QKTap, x: torch.Tensor) -> tuple[torch.Ten
     with tap:
         encoder.model.forward_features(x[None].to(encoder.device))
         return tap.patch_keys()[0], tap.cls_attention()[0]
-
-
-def prefetch(fn, items: list, workers: int) -> Iterator:
-    """fn(item) for each item, in order, computed by `workers` threads at most 2·workers items ahead."""
-    ahead = 2 * max(1, workers)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        queue = deque(pool.submit(fn, it) for it in items[:ahead])
-        for nxt in items[ahead:]:
-            yield queue.popleft().result()
-            queue.append(pool.submit(fn, nxt))
-        while queue:
-            yield queue.popleft().result()
 
 
 def run_corloc(encoder: Encoder, tap: QKTap, images: list[VocImage], out: Path, k_patches: int, workers: int,
