@@ -132,6 +132,10 @@ def score_results(sequences: list[Sequence], results: Path, bound_th: float = BO
             raise InputError(f"{missing[0]}: result missing ({len(missing)} of {len(res_paths)} in {seq.name}); "
                              "results need one PNG per annotated frame, named like the annotation")
         res = np.stack([read_labels(p, like=gt.shape[1:]) for p in res_paths])
+        n_obj = int(np.where(gt[0] == VOID, 0, gt[0]).max())
+        if int(res.max()) > n_obj:
+            raise InputError(f"{Path(results) / seq.name}: a result label is above the {n_obj} objects "
+                             "of the first annotation; results must use the annotation's object ids")
         j, f = score_sequence(gt, res, bound_th)
         for o in range(j.shape[0]):
             m_j, r_j, d_j = statistics(j[o])
