@@ -23,7 +23,6 @@ from PIL import Image
 
 from dora.checkpoint import backbone_weights, load, load_backbone
 from dora.config import config_from_dict, load_config
-from pipeline.atomic import write_json_atomic
 from pipeline.errors import InputError, report_errors
 
 
@@ -137,6 +136,7 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
         from dora.eval.davis_data import read_sequences
         from dora.eval.davis_score import score_results
         from dora.eval.propagation import PropagationCfg
+        from pipeline.atomic import write_json_atomic
 
         seqs = read_sequences(root, split, _sequence_names(sequences))
         if eval_only is not None:
