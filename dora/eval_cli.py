@@ -210,5 +210,51 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
     report_errors(go)
 
 
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="ROOT with train/<class>/ and val/<class>/ images (ImageFolder layout).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("eval/linear"), show_default=True,
+              help="Run folder: checkpoint.pth (resumed when present), metrics.jsonl, linear_curve.png, metrics.json.")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.001, show_default=True,
+              help="At batch 256; scaled by batch/256.")
+@click.option("--n-last-blocks", type=click.IntRange(min=1), default=4, show_default=True,
+              help="[CLS] of this many last blocks, concatenated (DINO: 4 for ViT-S, 1 for ViT-B).")
+@click.option("--avgpool", is_flag=True, help="Also the mean of the last block's patch tokens (DINO: ViT-B).")
+@click.option("--cached-features", is_flag=True,
+              help="Fast: train on features of un-augmented images extracted once (a recorded deviation).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@eval_options(default_batch=1024)
+def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_features, seed, key, device, batch_size,
+           workers, decoder, precision, resize, crop, config, echo_json, quiet) -> None:
+    """Linear probe on frozen features (DINO's eval_linear.py protocol); resumes after a kill."""
+
+    def go() -> None:
+        from dataclasses import asdict
+
+        from dora.eval.common import RunRecord, load_encoder, pick_device
+        from dora.eval.images import choose_decoder
+        from dora.eval.linear import LinearParams, LinearProbe
+
+        dev = pick_device(device)
+        p = LinearParams(epochs=epochs, lr=lr, batch_size=batch_size, n_last_blocks=n_last_blocks, avgpool=avgpool,
+                         cached=cached_features, seed=seed, workers=workers, decoder=choose_decoder(decoder),
+                         precision=precision, resize=resize, crop=crop)
+        enc = load_encoder(checkpoint, key, dev, config)
+        feature = f"cls_last{n_last_blocks}_after_norm" + ("+patch_mean" if avgpool else "")
+        record = RunRecord("linear", enc, feature, {"data": str(data), **asdict(p), "momentum": 0.9,
+                                                    "weight_decay": 0.0, "schedule": "cosine per epoch to 0",
+                                                    "train_transform": "RandomResizedCrop+flip (torchvision)"})
+        res = LinearProbe(enc, data, out, p, quiet, say=lambda m: click.echo(m, err=True)).fit()
+        r = record.write(out, echo_json, **res)["results"]
+        click.echo(f"linear: best top-1 {r['best_top1']:.2f} (epoch {r['best_epoch']}), last {r['last_top1']:.2f}",
+                   err=echo_json)
+        click.echo(f"wrote {Path(out) / 'metrics.json'}", err=True)
+
+    report_errors(go)
+
+
 if __name__ == "__main__":
     main()
