@@ -8,7 +8,7 @@ Input (built once, cached in bench/.cache): an ImageFolder of generated photo-li
               on them), fp32, and bf16 on a GPU
 On a GPU the DALI path decodes with nvJPEG ("mixed"); the target there is >= 3,000 images/s for
 ViT-S/16 at 224, so that an ImageNet k-NN (1.33 M images) takes under 10 minutes.
-Usage: python bench/eval_bench.py [--images 512] [--model-images 96] [--workers 2] [--batch-size 64]
+Usage: python bench/eval_bench.py [--images 512] [--model-images 96] [--workers 2] [--batch-size 64] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -71,20 +71,27 @@ def main() -> None:
     ap.add_argument("--model-images", type=int, default=96)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train, _ = load_layout(folder(a.images))
     decoders = ["torch"] + (["dali"] if dali_available() else [])
     print(f"device {device}, {len(train)} images (~500x375 JPEG), workers/threads {a.workers}, batch {a.batch_size}")
-    rates = {d: decode_rate(train, d, a.batch_size, a.workers, device) for d in decoders}
+    rates: dict = {}
+    for _ in range(a.rounds):  # alternating rounds, best of each: the box is shared, load varies
+        for d in decoders:
+            rates[d] = max(rates.get(d, 0.0), decode_rate(train, d, a.batch_size, a.workers, device))
     for d, r in rates.items():
         print(f"decode+transform  {d:5s}  {r:8.1f} images/s")
     if "dali" in rates:
         print(f"decode+transform  dali / torch = {rates['dali'] / rates['torch']:.2f}x")
     sub = first(train, a.model_images if device.type == "cpu" else len(train))
     precisions = ["fp32"] + (["bf16"] if device.type == "cuda" else [])
-    ext = {(d, p): extract_rate(sub, d, a.batch_size, a.workers, device, p) for d in decoders for p in precisions}
+    ext: dict = {}
+    for _ in range(a.rounds):
+        for d in decoders:
+            for p in precisions:
+                ext[d, p] = max(ext.get((d, p), 0.0), extract_rate(sub, d, a.batch_size, a.workers, device, p))
     for (d, p), r in ext.items():
         print(f"extract ViT-S/16  {d:5s} {p}  {r:8.1f} images/s  (ImageNet 1.33M: {1.33e6 / r / 60:.0f} min)")
     if "dali" in rates:

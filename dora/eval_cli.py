@@ -202,6 +202,7 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
         record = RunRecord("knn", enc, "cls_after_norm", params)
         res = knn_eval.run(enc, data, list(ks), temperature, batch_size, workers, dec, precision, resize, crop,
                            dump_features, load_features, quiet, say=lambda m: click.echo(m, err=True))
+        knn_eval.plot(res["results"], Path(out) / "knn.png", f"k-NN, T={temperature}: {Path(checkpoint).name}")
         data_out = record.write(out, echo_json, **res)
         for k, r in data_out["results"].items():
             click.echo(f"{k}-NN: top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}", err=echo_json)

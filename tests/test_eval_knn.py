@@ -103,6 +103,7 @@ def test_knn_cli_labels_dumps_and_round_trip(tmp_path):
     assert (m["n_train"], m["n_val"]) == (24, 9) and set(m["results"]) == {"5", "10", "100"}
     assert m["results"]["100"]["k_used"] == 24 and m["feature"] == "cls_after_norm"
     assert m["params"]["k"] == [5, 10, 100] and len(m["checkpoint_sha256"]) == 64 and m["versions"]["timm"]
+    assert (tmp_path / "eval" / "knn" / "knn.png").stat().st_size > 1000
     labels = torch.load(tmp_path / "dump" / "testlabels.pth")
     assert labels.tolist() == [0] * 3 + [2] * 3 + [3] * 3  # mapped through train's class names
     trf, tef = torch.load(tmp_path / "dump" / "trainfeat.pth"), torch.load(tmp_path / "dump" / "testfeat.pth")

@@ -138,3 +138,26 @@ def run(encoder, data: Path | None, ks: list[int], temperature: float, batch_siz
     if classes is not None:
         out["classes"] = classes
     return out
+
+
+def plot(results: dict[str, dict], path: Path, title: str) -> Path:
+    """PNG: top-1 and top-5 (%) for each k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = list(results)
+    x = range(len(ks))
+    fig, ax = plt.subplots(figsize=(1.2 * len(ks) + 2.5, 3.2))
+    ax.bar([i - 0.2 for i in x], [results[k]["top1"] for k in ks], 0.4, label="top-1")
+    ax.bar([i + 0.2 for i in x], [results[k]["top5"] for k in ks], 0.4, label="top-5")
+    for i, k in zip(x, ks, strict=True):
+        ax.text(i - 0.2, results[k]["top1"], f"{results[k]['top1']:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set(xticks=list(x), xticklabels=[f"k={k}" for k in ks], ylabel="%", ylim=(0, 105), title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -34,7 +34,7 @@ from pipeline.errors import InputError
 
 CACHED_DEVIATION = ("cached-features: the linear layer is trained on features of the un-augmented training "
                     "images (Resize + CenterCrop), extracted once; DINO trains on RandomResizedCrop + flip")
-FREE = {"workers", "decoder"}  # may change between a run and its resumption
+FREE = {"workers"}  # may change between a run and its resumption
 
 
 @dataclass
