@@ -247,7 +247,7 @@ def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_fea
         feature = f"cls_last{n_last_blocks}_after_norm" + ("+patch_mean" if avgpool else "")
         record = RunRecord("linear", enc, feature, {"data": str(data), **asdict(p), "momentum": 0.9,
                                                     "weight_decay": 0.0, "schedule": "cosine per epoch to 0",
-                                                    "train_transform": "RandomResizedCrop+flip (torchvision)"})
+                                                    "train_transform": f"RandomResizedCrop+flip ({p.decoder})"})
         res = LinearProbe(enc, data, out, p, quiet, say=lambda m: click.echo(m, err=True)).fit()
         r = record.write(out, echo_json, **res)["results"]
         click.echo(f"linear: best top-1 {r['best_top1']:.2f} (epoch {r['best_epoch']}), last {r['last_top1']:.2f}",

@@ -174,6 +174,17 @@ def dali_available() -> bool:
     return True
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header (nothing decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"{path}: not a readable image ({e}); remove or replace it") from None
+
+
 class _Feed:
     """DALI external source: per batch, the encoded files, resize sizes [h, w] and crop anchors [y, x]."""
 
@@ -186,19 +197,13 @@ class _Feed:
         return self
 
     def __next__(self):
-        from PIL import Image
-
         start = next(self.starts)  # StopIteration ends the DALI epoch
         idx = list(range(start, min(start + self.bs, len(self.split))))
         self.batches.append(idx)
         data, sizes, anchors = [], [], []
         for i in idx:
             path = self.split.paths[i]
-            try:
-                with Image.open(path) as im:  # reads the header only
-                    w, h = im.size
-            except (OSError, ValueError, SyntaxError) as e:
-                raise InputError(f"{path}: not a readable image ({e}); remove or replace it") from None
+            w, h = image_size(path)
             rh, rw = resize_shape(w, h, self.resize)
             data.append(np.fromfile(path, np.uint8))
             sizes.append(np.array([rh, rw], np.float32))

@@ -3,7 +3,8 @@
 Feature: [CLS] of the last n = 4 blocks after the final norm, concatenated (features.last_blocks_feature).
 Classifier: nn.Linear, weights N(0, 0.01), bias 0. SGD, momentum 0.9, weight decay 0, lr = lr_ref x batch / 256,
 cosine to 0 over the epochs, stepped per epoch (CosineAnnealingLR(T_max=epochs, eta_min=0)). Training
-images: RandomResizedCrop(224) + horizontal flip (torchvision, as DINO); validation: Resize 256 bicubic +
+images: RandomResizedCrop(224) + horizontal flip (as DINO; boxes drawn with torchvision's algorithm, decoded
+by DALI (dora/eval/train_views.py) or torchvision); validation: Resize 256 bicubic +
 CenterCrop 224 (DALI or torchvision, extracted once: the encoder is frozen, so every epoch sees the same
 validation features). Reported: top-1 of every epoch, the best over epochs (what DINO and the paper
 report) and the last one.
@@ -140,6 +141,11 @@ class LinearProbe:
         if cached is not None:
             perm = torch.randperm(len(self.train), generator=gen)
             batches = ((None, perm[i:i + p.batch_size].numpy()) for i in range(0, len(perm), p.batch_size))
+        elif p.decoder == "dali":
+            from dora.eval.train_views import dali_train_batches
+
+            order = torch.randperm(len(self.train), generator=gen).numpy()
+            batches = dali_train_batches(self.train, order, p.batch_size, p.workers, self.device, gen, p.crop)
         else:
             batches = torch_batches(self.train, p.batch_size, p.workers, train_transform(p.crop), p.crop,
                                     shuffle=True, generator=gen, pin=self.device.type == "cuda")
