@@ -5,6 +5,8 @@
   tracking CKPT --shards DIR --out DIR
                                       clips drawn as in training, with the k objects DoRA discovers
                                       in the first frame tracked through the clip (like Figure 4)
+  knn CKPT --data ROOT                weighted k-NN top-1/top-5 on frozen [CLS] features (DINO's protocol)
+  linear CKPT --data ROOT             linear probe on the last 4 blocks' [CLS] (DINO's protocol), resumable
 CKPT: a `dora-train` checkpoint, an export, or an official DoRA/DINO checkpoint.
 """
 
