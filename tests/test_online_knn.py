@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+from tests.conftest import ROOT
 from tests.imagefolders import make_folder
 from tests.test_train import SMOKE, train_cli
 
@@ -32,5 +38,21 @@ def test_online_knn_is_logged_and_does_not_change_training(main_ds, tmp_path):
     ev = EventAccumulator(str(tmp_path / "knn" / "tb"))
     ev.Reload()
     assert "eval/knn_top1" in ev.Tags()["scalars"]
+    # kill -9 after a checkpoint, resume: every evaluation logged once, with the same numbers
+    args = [sys.executable, "-m", "dora.train_cli", *map(str, common), "--output", str(tmp_path / "killed"),
+            f"eval.knn_data={data}", "eval.every_epochs=0.1", "eval.knn_crop=64", "eval.knn_k=5",
+            "train.checkpoint_every=2"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = tmp_path / "killed" / "checkpoints" / "step_00000004.pth"
+    deadline = time.time() + 300
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert subprocess.run(args, cwd=ROOT, capture_output=True).returncode == 0
+    again = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    pick = lambda rs: [(x["step"], x["knn_top1"], x["knn_top5"]) for x in rs if "knn_top1" in x]  # noqa: E731
+    assert pick(again) == pick(recs)
     bad = train_cli(*common, "--output", tmp_path / "bad", f"eval.knn_data={tmp_path / 'nowhere'}")
     assert bad.returncode == 2 and "nowhere: data folder not found" in bad.stderr and "Traceback" not in bad.stderr
