@@ -191,8 +191,9 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
     def go() -> None:
         from dora.eval import knn as knn_eval
         from dora.eval.common import RunRecord, load_encoder, pick_device
-        from dora.eval.images import choose_decoder
+        from dora.eval.images import check_sizes, choose_decoder
 
+        check_sizes(resize, crop)
         dev = pick_device(device)
         dec = choose_decoder(decoder) if load_features is None else "none"
         enc = load_encoder(checkpoint, key, dev, config)
@@ -238,9 +239,10 @@ def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_fea
         from dataclasses import asdict
 
         from dora.eval.common import RunRecord, load_encoder, pick_device
-        from dora.eval.images import choose_decoder
+        from dora.eval.images import check_sizes, choose_decoder
         from dora.eval.linear import LinearParams, LinearProbe
 
+        check_sizes(resize, crop)
         dev = pick_device(device)
         p = LinearParams(epochs=epochs, lr=lr, batch_size=batch_size, n_last_blocks=n_last_blocks, avgpool=avgpool,
                          cached=cached_features, seed=seed, workers=workers, decoder=choose_decoder(decoder),

@@ -138,6 +138,7 @@ def test_knn_bad_inputs_are_one_line(tmp_path):
     (tmp_path / "emptycls" / "train" / "a").mkdir(parents=True)
     (tmp_path / "emptycls" / "val").mkdir()
     cases.append((["--data", "emptycls"], "class folder without images"))
+    cases.append((["--data", "shapes", "--crop", "300"], "--crop 300 is larger than --resize 256"))
     for args, msg in cases:
         r = eval_cli("knn", "tiny.pth", *args, "--decoder", "torch", "--out", "bad", cwd=tmp_path)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

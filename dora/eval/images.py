@@ -264,6 +264,12 @@ def _raise_unreadable(split: Split, idx: list[int], error: Exception):
                      "try --decoder torch") from None
 
 
+def check_sizes(resize: int, crop: int) -> None:
+    if crop > resize:
+        raise InputError(f"--crop {crop} is larger than --resize {resize}; the center crop must fit in the resized "
+                         "image (DINO: --resize 256 --crop 224)")
+
+
 def choose_decoder(name: str) -> str:
     """auto: DALI when installed, else torchvision."""
     if name == "auto":
