@@ -110,6 +110,16 @@ class TrainCfg:
 
 
 @dataclass
+class EvalCfg:
+    knn_data: str | None = None  # ROOT/train/<class>/, ROOT/val/<class>/: teacher k-NN top-1 during training
+    every_epochs: float = 1.0
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_crop: int = 224  # DINO's evaluation transform at this crop (resize = crop * 256 / 224)
+    knn_batch_size: int = 64
+
+
+@dataclass
 class Config:
     model: ModelCfg = field(default_factory=ModelCfg)
     dora: DoRACfg = field(default_factory=DoRACfg)
@@ -117,6 +127,7 @@ class Config:
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -26,7 +26,8 @@ from pipeline.errors import InputError
 
 # keys that may change between a checkpoint and its resumption (they do not change the numbers)
 FREE_KEYS = {"train.checkpoint_every", "train.log_every", "train.maps_every", "train.num_workers", "train.loader",
-             "train.epochs", "train.max_bad_fraction"}
+             "train.epochs", "train.max_bad_fraction", "eval.knn_data", "eval.every_epochs", "eval.knn_k",
+             "eval.knn_temperature", "eval.knn_crop", "eval.knn_batch_size"}
 
 
 BAD_SLACK = 5  # unreadable clips tolerated on top of the fraction (a few early ones must not stop a run)
@@ -134,6 +135,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if amp and cfg.train.precision == "fp16" else None
         self.step, self.bad, self.seen = 0, 0, 0
         self._resume(resume)
+        self.knn = None
+        if cfg.eval.knn_data and self.rank == 0:  # teacher k-NN during training (dora/eval/online_knn.py)
+            from dora.eval.online_knn import OnlineKnn
+
+            self.knn = OnlineKnn(cfg, self.iters_per_epoch, self.device, cfg.train.precision)
 
     def _resume(self, resume: str) -> None:
         path = None
@@ -211,6 +217,8 @@ class Trainer:
                     torch.cuda.synchronize(self.device)
                 log = self.step % cfg.train.log_every == 0 or self.step == self.total
                 monitor.step(self.step, out, time.perf_counter() - t0, t_data, log)
+                if self.knn is not None and self.knn.due(self.step, self.total):
+                    self.knn.log(monitor, self.step, self.knn.evaluate(self.model.teacher.backbone))
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total:
                     self._save()
                 if fixed is not None and (self.step % cfg.train.maps_every == 0 or self.step == self.total):
