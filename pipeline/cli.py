@@ -330,6 +330,7 @@ def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model,
         settings = {"fps": fps, "detector": detector, "threshold": threshold_for(detector, det_opts),
                     "vocabulary": vocabulary if hasattr(det, "vocab") else None, "model": model, "nms_iou": nms_iou,
                     "labels": list(s.labels), "minutes": minutes, "cut_detector": cut_detector}
+        (out / "analysis.json").unlink(missing_ok=True)  # a previous run's: it must not describe these files
         paths = [*write_csvs(out, results), *write_figures(out, results, det.name),
                  write_json(out, results, settings, det.name, vocab)]  # analysis.json last: its presence = complete
         click.echo(f"{out}: {len(results)} input(s) analysed with {det.name}: " + ", ".join(p.name for p in paths))
