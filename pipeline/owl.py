@@ -48,6 +48,12 @@ def _load(model_id: str, offline: bool):
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:  # the hub's retry warnings would hide the one-line error below
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:
+        pass
     local = Path(model_id).expanduser()
     if local.exists() and not (local / "config.json").is_file():
         raise InputError(f"--model {model_id}: this folder holds no config.json; give a folder saved with "
@@ -60,12 +66,13 @@ def _load(model_id: str, offline: bool):
     except (OSError, ValueError) as e:
         from huggingface_hub.constants import HF_HUB_CACHE
 
-        why = ("--offline forbids downloading" if offline or os.environ.get("HF_HUB_OFFLINE") == "1"
-               else f"downloading failed ({str(e).splitlines()[0][:160]})")
+        offline = offline or os.environ.get("HF_HUB_OFFLINE") == "1"
+        why = "--offline forbids downloading" if offline else f"downloading failed ({str(e).splitlines()[0][:160]})"
         folder = "models--" + model_id.replace("/", "--")
         raise InputError(f"{model_id}: weights not in the Hugging Face cache {HF_HUB_CACHE} and {why}; on a machine "
                          f"with internet run `hf download {model_id}` and copy {folder} from its cache into "
-                         f"{HF_HUB_CACHE} (or run once without --offline), or pass --model FOLDER") from None
+                         f"{HF_HUB_CACHE}{' (or run once without --offline)' if offline else ''}, or pass "
+                         "--model FOLDER") from None
     if model.config.model_type not in ("owlv2", "owlvit"):
         raise InputError(f"--model {model_id}: a {model.config.model_type} model; give an OWLv2 or OWL-ViT model")
     return model.eval(), tokenizer, processor

@@ -198,7 +198,7 @@ def test_side_by_side_with_labels_minutes_and_image_folder(tmp_path, tiny, bikes
         assert im.size == (1200, 800)
 
 
-def test_label_errors(tmp_path, bikes, carphone):
+def test_input_errors_are_one_line(tmp_path, bikes, carphone):
     r = dora_data(tmp_path, "analyze", "--label", f"same={bikes}", "--label", f"same={carphone}", "--quiet")
     assert r.returncode == 2 and "same label 'same'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     (tmp_path / "bad.csv").write_text(f"{bikes},a,b\n")
@@ -206,3 +206,10 @@ def test_label_errors(tmp_path, bikes, carphone):
     assert r.returncode == 2 and "bad.csv: line 1 has 3 fields" in r.stderr
     r = dora_data(tmp_path, "analyze", "--quiet")
     assert r.returncode == 2 and "no input" in r.stderr
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(shots / "a.png")
+    (shots / "b.jpg").write_bytes(b"not a jpeg")
+    r = dora_data(tmp_path, "analyze", "shots", "--quiet")
+    assert r.returncode == 2 and "shots/b.jpg: not a readable image" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs" / "analysis" / "analysis.json").exists()
