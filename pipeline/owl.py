@@ -150,26 +150,24 @@ class OwlDetector:
         import torch
 
         m, head = self.model, self.model.class_head
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
-                                                    enabled=self.device.type == "cuda"):
-            feature_map = m.image_embedder(pixel_values=pixel_values)[0]
-            b, h, w, d = feature_map.shape
-            feats = feature_map.reshape(b, h * w, d)
-            boxes = m.box_predictor(feats, feature_map).float()
-            emb = head.dense0(feats).float()
-            emb = emb / (emb.norm(dim=-1, keepdim=True) + 1e-6)
+        with torch.inference_mode():
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+                feature_map = m.image_embedder(pixel_values=pixel_values)[0]
+                b, h, w, d = feature_map.shape
+                feats = feature_map.reshape(b, h * w, d)
+                boxes = m.box_predictor(feats, feature_map)
+                emb, shift, scale = head.dense0(feats), head.logit_shift(feats), head.logit_scale(feats)
+            boxes, emb, shift, scale = boxes.float(), emb.float(), shift.float()[..., 0], scale.float()[..., 0]
+            emb = emb / (emb.norm(dim=-1, keepdim=True) + 1e-6)  # the class head's scoring, in fp32
             best, idx = None, None
             for i in range(0, self.text.shape[0], QUERY_CHUNK):
-                sim = emb @ self.text[i:i + QUERY_CHUNK].T
-                v, j = sim.max(dim=-1)
+                v, j = (emb @ self.text[i:i + QUERY_CHUNK].T).max(dim=-1)
                 if best is None:
                     best, idx = v, j
                 else:
                     better = v > best
                     best, idx = torch.where(better, v, best), torch.where(better, j + i, idx)
-            shift = head.logit_shift(feats).float()[..., 0]
-            scale = head.elu(head.logit_scale(feats).float())[..., 0] + 1
-            score = torch.sigmoid((best + shift) * scale)
+            score = torch.sigmoid((best + shift) * (head.elu(scale) + 1))
         return boxes, idx, score
 
     def detect(self, frames: list[np.ndarray]) -> list[list]:

@@ -46,10 +46,13 @@ def frames_of(path: Path, n: int = 3) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", ["owlv2", "owlvit"])
-def test_detections_equal_the_library_forward_pass(tiny, kind, bikes, tmp_path):
+def test_detections_equal_the_library_forward_pass(tiny, kind, bikes, tmp_path, monkeypatch):
     """Our chunked max over cached text embeddings + boxes in frame pixels + NMS equal the library's own
     forward pass (text and image together) followed by its post-processing and the same NMS."""
     from torchvision.ops import nms
+
+    monkeypatch.setattr("pipeline.owl.QUERY_CHUNK", 7)  # 80 classes: 12 chunks to merge
+    monkeypatch.setattr("pipeline.owl.TEXT_BATCH", 16)  # text embeddings in 5 batches
 
     vocab = load_vocabulary("coco")
     det = OwlDetector(str(tiny[kind]), vocab, threshold=0.3, nms_iou=0.5, cache_dir=tmp_path)
