@@ -106,6 +106,7 @@ class Series:
         self.classes: dict[str, int] = {}
         self.rows: list[tuple] = []  # (t, label, score, x0, y0, x1, y1)
         self.pending: list[tuple[float, np.ndarray]] = []
+        self.example: tuple[int, float, np.ndarray | None, list] = (-1, 0.0, None, [])  # most classes seen
 
     def add(self, t: float, light_rgb: np.ndarray, det_rgb: np.ndarray | None) -> None:
         self.t.append(round(t, 6))
@@ -118,10 +119,12 @@ class Series:
         if not self.pending:
             return
         found = detect_batch(self.det, [f for _, f in self.pending])
-        for (t, _), dets in zip(self.pending, found, strict=True):
+        for (t, frame), dets in zip(self.pending, found, strict=True):
             dets = [d for d in dets if not self.s.labels or d.label in self.s.labels]
             self.count.append(len(dets))
             self.unique.append(len({d.label for d in dets}))
+            if self.unique[-1] > self.example[0]:
+                self.example = (self.unique[-1], t, frame, dets)
             for d in dets:
                 self.classes[d.label] = self.classes.get(d.label, 0) + 1
                 self.rows.append((t, d.label, d.score, *d.box))
@@ -132,7 +135,8 @@ class Series:
         classes = dict(sorted(self.classes.items(), key=lambda kv: (-kv[1], kv[0])))
         return {"lightness": {"t": self.t, "L": self.light},
                 "objects": {"t": self.t, "count": self.count, "unique": self.unique},
-                "classes": classes, "unique_classes": len(classes), "detections": self.rows}
+                "classes": classes, "unique_classes": len(classes), "detections": self.rows,
+                "example": {"t": self.example[1], "frame": self.example[2], "detections": self.example[3]}}
 
 
 def _video_series(src: Input, s: AnalyzeSettings, det, cuts_known, progress, info: VideoInfo) -> dict:

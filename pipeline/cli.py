@@ -302,7 +302,7 @@ def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model,
     from pipeline.analysis import analyze as run
     from pipeline.analysis_inputs import resolve
     from pipeline.detectors import NAMES, DetectorOptions, threshold_for
-    from pipeline.report import write_csvs, write_figures, write_json
+    from pipeline.report import write_csvs, write_examples, write_figures, write_json
     from pipeline.shard import check_writable
 
     if not inputs and not label_specs:
@@ -332,6 +332,7 @@ def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model,
                     "labels": list(s.labels), "minutes": minutes, "cut_detector": cut_detector}
         (out / "analysis.json").unlink(missing_ok=True)  # a previous run's: it must not describe these files
         paths = [*write_csvs(out, results), *write_figures(out, results, det.name),
+                 write_examples(out, results, det.name),
                  write_json(out, results, settings, det.name, vocab)]  # analysis.json last: its presence = complete
         click.echo(f"{out}: {len(results)} input(s) analysed with {det.name}: " + ", ".join(p.name for p in paths))
         for r in results:

@@ -13,9 +13,9 @@ PANELS = ("lightness", "objects", "classes", "shots")
 
 def write_json(out: Path, results: list[dict], settings: dict, detector: str, vocabulary: dict | None) -> Path:
     """analysis.json: settings, detector, vocabulary {name, size, ...} and every input's measures
-    (without its per-box detections, which go to detections.csv)."""
+    (without its per-box detections, which go to detections.csv and detections.png)."""
     path = out / "analysis.json"
-    videos = [{k: v for k, v in r.items() if k != "detections"} for r in results]
+    videos = [{k: v for k, v in r.items() if k not in ("detections", "example")} for r in results]
     write_json_atomic(path, {"schema": SCHEMA_VERSION, "detector": detector, "vocabulary": vocabulary,
                              "settings": settings, "videos": videos})
     return path
@@ -111,3 +111,39 @@ def write_figures(out: Path, results: list[dict], detector: str) -> list[Path]:
         fig.tight_layout()
         paths.append(save(fig, out / f"panel_{letter}_{panel}.png"))
     return paths
+
+
+def write_examples(out: Path, results: list[dict], detector: str) -> Path:
+    """detections.png: for each input, the sample with the most classes, with its boxes and labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    cols = min(3, max(1, len(results)))
+    rows = -(-max(1, len(results)) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, results, strict=False):
+        ex = r["example"]
+        if ex["frame"] is None:
+            continue
+        ax.imshow(ex["frame"])
+        for d in sorted(ex["detections"], key=lambda d: -d.score)[:25]:
+            x0, y0, x1, y1 = d.box
+            if x1 != x1:  # a plug-in without boxes
+                continue
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, color="yellow"))
+            ax.text(x0, y0, f"{d.label} {d.score:.2f}", fontsize=6, color="black", va="bottom",
+                    bbox={"facecolor": "yellow", "alpha": 0.7, "pad": 0.5, "lw": 0})
+        ax.set_title(f"{r.get('label') or r['name']} at {ex['t']:.1f} s: {len(ex['detections'])} objects, "
+                     f"{len({d.label for d in ex['detections']})} classes", fontsize=8)
+    fig.suptitle(f"detector: {detector}", fontsize=8)
+    fig.tight_layout()
+    p = out / "detections.png"
+    with atomic_open(p, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
+    plt.close(fig)
+    return p

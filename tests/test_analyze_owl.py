@@ -199,6 +199,8 @@ def test_side_by_side_with_labels_minutes_and_image_folder(tmp_path, tiny, bikes
         plt.close(fig)
     with Image.open(out / "figure.png") as im:
         assert im.size == (1200, 800)
+    with Image.open(out / "detections.png") as im:  # one example frame with its boxes per input: 3 columns
+        assert im.format == "PNG" and im.size == (1500, 340)
 
 
 def test_input_errors_are_one_line(tmp_path, bikes, carphone):
