@@ -258,50 +258,90 @@ def fetch(manifest, out, only, list_, dry_run, max_height, allow_license, rate_l
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for analysis.json, CSVs, PNGs.")
+@click.argument("inputs", nargs=-1)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/analysis"), show_default=True,
+              help="Folder for analysis.json, CSVs, PNGs.")
+@click.option("--label", "label_specs", multiple=True, metavar="NAME=PATH|CSV",
+              help="Name an input in the figure (repeat), or a CSV of path,label rows; labelled paths are analysed.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Analyse only the first N minutes of each input (equal-length comparison).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Samples per second for lightness and objects.")
+              help="Samples per second for lightness and objects (image folders: images per second).")
 @click.option("--detector", default="offline", show_default=True,
-              help="offline | fasterrcnn_v2 | retinanet_v2 | fcos | module:function (e.g. a Detic wrapper).")
+              help="owlv2 | owlvit (open vocabulary) | offline | fasterrcnn_v2 | retinanet_v2 | fcos | module:func.")
+@click.option("--vocabulary", default="lvis", show_default=True,
+              help="owlv2/owlvit classes: lvis | coco | in21k | FILE (one class name per line).")
+@click.option("--model", default=None, help="owlv2/owlvit: a Hugging Face model id or a local model folder.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Weights file of a torchvision detector.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
-@click.option("--labels", default="", help="Count only these classes (comma-separated).")
+@click.option("--offline", is_flag=True, help="Never download weights: use only the local caches.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Score threshold [default: 0.2 for owlv2/owlvit, else 0.5].")
+@click.option("--nms-iou", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="owlv2/owlvit: boxes overlapping more than this (any class) count once.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per detector call.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Text-embedding cache [default: $DORA_WT_CACHE or ~/.cache/dora-wt].")
+@click.option("--only-classes", "--labels", "only_classes", default="",
+              help="Count only these classes (comma-separated).")
 @click.option("--cut-detector", type=click.Choice(DETECTORS), default="adaptive", show_default=True)
 @click.option("--shards", "shards", multiple=True, type=click.Path(path_type=Path),
               help="Shard folder whose dataset.json cuts to reuse when a source's checksum matches.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Videos in parallel [default: cores].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Inputs in parallel [default: cores; 1 for model detectors, which use every core].")
 @click.option("--keep-going", is_flag=True, help="Skip bad inputs, report them at the end.")
 @click.option("--quiet", is_flag=True)
-def analyze(inputs, out, fps, detector, weights, threshold, labels, cut_detector, shards, workers, keep_going,
-            quiet) -> None:
-    """Figure 2 of the paper for VIDEO_OR_DIR...: lightness, objects per frame, class frequency, shots."""
-    from pipeline.analysis import AnalyzeSettings
-    from pipeline.analysis import analyze as run
-    from pipeline.report import write_csvs, write_figures, write_json
-    from pipeline.shard import check_writable
-    from pipeline.sources import resolve_inputs
+def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model, weights, offline, threshold, nms_iou,
+            batch, device, cache_dir, only_classes, cut_detector, shards, workers, keep_going, quiet) -> None:
+    """Figure 2 of the paper for VIDEO_OR_DIR...: lightness, objects per frame, class frequency, shots.
 
-    sources = resolve_inputs(list(inputs))
+    Folders of images are analysed as one sequence each.
+    """
+    from pipeline.analysis import AnalyzeSettings, get_detector
+    from pipeline.analysis import analyze as run
+    from pipeline.analysis_inputs import resolve
+    from pipeline.detectors import NAMES, DetectorOptions, threshold_for
+    from pipeline.report import write_csvs, write_examples, write_figures, write_json
+    from pipeline.shard import check_writable
+
+    if not inputs and not label_specs:
+        raise InputError("no input; give video files or folders, or --label NAME=PATH")
+    sources = resolve(list(inputs), label_specs)
     for d in shards:
         if not (Path(d) / "dataset.json").exists():
             raise InputError(f"{d}: no dataset.json; give a folder made by `dora-data shard`")
     check_writable(out)
-    s = AnalyzeSettings(fps=fps, detector=detector, weights=str(weights) if weights else None, threshold=threshold,
-                        labels=tuple(x.strip() for x in labels.split(",") if x.strip()),
-                        cuts=CutSettings(detector=cut_detector))
-    results, failed = run(sources, s, [Path(d) for d in shards], workers or os.cpu_count() or 1, keep_going, quiet)
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the Hugging Face libraries read it too
+    det_opts = DetectorOptions(weights=str(weights) if weights else None, threshold=threshold, vocabulary=vocabulary,
+                               model=model, offline=offline, device=device, nms_iou=nms_iou,
+                               cache_dir=str(cache_dir) if cache_dir else None, quiet=quiet)
+    s = AnalyzeSettings(fps=fps, detector=detector, det=det_opts,
+                        labels=tuple(x.strip() for x in only_classes.split(",") if x.strip()), minutes=minutes,
+                        batch=batch, cuts=CutSettings(detector=cut_detector))
+    heavy = detector in NAMES and detector != "offline"
+    workers = workers or (1 if heavy else os.cpu_count() or 1)
+    results, failed = run(sources, s, [Path(d) for d in shards], workers, keep_going, quiet)
     if results:
-        det = results[0]["detector"]
-        settings = {"fps": fps, "detector": detector, "threshold": threshold, "labels": list(s.labels),
-                    "cut_detector": cut_detector}
-        paths = [write_json(out, results, settings, det), *write_csvs(out, results), *write_figures(out, results, det)]
-        click.echo(f"{out}: {len(results)} video(s) analysed with {det}: " + ", ".join(p.name for p in paths))
+        det = get_detector(s)
+        vocab = det.vocab.to_json() if hasattr(det, "vocab") else (
+            {"name": detector, "size": len(det.classes)} if getattr(det, "classes", None) else None)
+        settings = {"fps": fps, "detector": detector, "threshold": threshold_for(detector, det_opts),
+                    "vocabulary": vocabulary if hasattr(det, "vocab") else None, "model": model, "nms_iou": nms_iou,
+                    "labels": list(s.labels), "minutes": minutes, "cut_detector": cut_detector}
+        (out / "analysis.json").unlink(missing_ok=True)  # a previous run's: it must not describe these files
+        paths = [*write_csvs(out, results), *write_figures(out, results, det.name),
+                 write_examples(out, results, det.name),
+                 write_json(out, results, settings, det.name, vocab)]  # analysis.json last: its presence = complete
+        click.echo(f"{out}: {len(results)} input(s) analysed with {det.name}: " + ", ".join(p.name for p in paths))
         for r in results:
-            click.echo(f"  {r['name']}: {r['duration_s'] / 60:.1f} min, {r['shots']} shot(s), "
+            click.echo(f"  {r['label']}: {r['duration_s'] / 60:.1f} min, {r['shots']} shot(s), "
                        f"mean lightness {sum(r['lightness']['L']) / max(1, len(r['lightness']['L'])):.3f}, "
-                       f"{len(r['classes'])} class(es), cuts {r['cuts_from']}")
+                       f"{r['unique_classes']} unique class(es), cuts {r['cuts_from']}")
+            if r["shorter_than_minutes"]:
+                click.echo(f"warning: {r['source']} is shorter than --minutes {minutes}: compared over "
+                           f"{r['duration_s'] / 60:.2f} min only", err=True)
     for msg in failed.values():
         click.echo(f"error: {msg}", err=True)
     if failed:

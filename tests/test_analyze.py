@@ -15,8 +15,8 @@ from pipeline.analysis import analysis_frame, lightness
 from tests.conftest import run_cli
 from tests.videos import BIKES_CUTS_S, decode_all, encode
 
-VIDEO_KEYS = {"name", "source", "duration_s", "fps", "shots", "cuts_s", "cuts_from", "lightness", "objects",
-              "classes", "detector"}
+VIDEO_KEYS = {"name", "label", "kind", "source", "minutes", "shorter_than_minutes", "duration_s", "fps", "shots",
+              "cuts_s", "cuts_from", "lightness", "objects", "classes", "unique_classes", "detector"}
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,14 @@ def _video(meta: dict, name: str) -> dict:
 
 def test_json_schema_is_stable(analysed):
     _, meta = analysed
-    assert set(meta) == {"schema", "detector", "settings", "videos"} and meta["schema"] == 1
-    assert meta["detector"].startswith("offline")
+    assert set(meta) == {"schema", "detector", "vocabulary", "settings", "videos"} and meta["schema"] == 2
+    assert meta["detector"].startswith("offline") and meta["vocabulary"] == {"name": "offline", "size": 2}
     for v in meta["videos"]:
-        assert set(v) == VIDEO_KEYS
-        assert set(v["lightness"]) == {"t", "L"} and set(v["objects"]) == {"t", "count"}
+        assert set(v) == VIDEO_KEYS and v["label"] == v["name"] and v["kind"] == "video"
+        assert set(v["lightness"]) == {"t", "L"} and set(v["objects"]) == {"t", "count", "unique"}
         assert len(v["lightness"]["t"]) == len(v["lightness"]["L"]) == len(v["objects"]["count"])
+        assert v["unique_classes"] == len(v["classes"])
+        assert all(u <= min(c, 2) for u, c in zip(v["objects"]["unique"], v["objects"]["count"], strict=True))
 
 
 def test_shots_and_cuts_match_the_truth(analysed, concat):
@@ -115,27 +117,39 @@ def test_plugin_detector_and_label_filter(tmp_path, carphone):
     assert set(meta["videos"][0]["classes"]) <= {"dark thing"}
 
 
-def test_torchvision_detector_needs_local_weights(tmp_path, carphone, monkeypatch):
-    r = run_cli("analyze", carphone, "--out", tmp_path / "out", "--detector", "fcos",
-                env={"TORCH_HOME": str(tmp_path / "empty_hub")})
-    assert r.returncode == 2 and "weights not found" in r.stderr and "--weights FILE" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_torchvision_weights_through_the_weights_api(tmp_path, carphone):
+    """Weights come from $TORCH_HOME/hub/checkpoints (torchvision's weights API); --offline never downloads;
+    without network the one-line message says which file to put where. Nothing is downloaded here."""
     import torch
-    import torchvision
+    import torchvision.models.detection as det
 
-    torch.manual_seed(0)  # a local weights file (random here: nothing is downloaded in tests)
-    weights = tmp_path / "fcos.pth"
-    torch.save(torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None).state_dict(),
-               weights)
-    r = run_cli("analyze", carphone, "--out", tmp_path / "out", "--detector", "fcos", "--weights", weights,
-                "--fps", "0.5", "--threshold", "0.0001", "--quiet")
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    fname = Path(det.FCOS_ResNet50_FPN_Weights.DEFAULT.url).name
+    env = {"TORCH_HOME": str(tmp_path / "torch")}
+    r = run_cli("analyze", carphone, "--out", tmp_path / "out", "--detector", "fcos", "--offline", env=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert f"{hub / fname}: FCOS_ResNet50_FPN_Weights weights not found and --offline forbids" in r.stderr
+    assert f"copy {fname} into {hub}" in r.stderr and "--weights FILE" in r.stderr
+    dead = "http://127.0.0.1:9"  # no network: every download is refused at once
+    r = run_cli("analyze", carphone, "--out", tmp_path / "out", "--detector", "fcos", "--quiet",
+                env={**env, "https_proxy": dead, "HTTPS_PROXY": dead, "http_proxy": dead, "HTTP_PROXY": dead})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "downloading https://download.pytorch.org/models/" in r.stderr and f"copy {fname} into {hub}" in r.stderr
+    assert not (tmp_path / "out" / "analysis.json").exists() and not list(hub.glob("*.pth"))
+    torch.manual_seed(0)  # the file a download would have left (random weights: nothing is downloaded in tests)
+    hub.mkdir(parents=True, exist_ok=True)
+    torch.save(det.fcos_resnet50_fpn(weights=None, weights_backbone=None).state_dict(), hub / fname)
+    r = run_cli("analyze", carphone, "--out", tmp_path / "out", "--detector", "fcos", "--offline", "--fps", "0.5",
+                "--threshold", "0.0001", "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert "fcos_resnet50_fpn" in meta["detector"] and "COCO" in meta["detector"]
-    import torchvision.models.detection as det
-
+    assert meta["vocabulary"]["size"] == 80
     coco = set(det.FCOS_ResNet50_FPN_Weights.DEFAULT.meta["categories"])
-    assert set(meta["videos"][0]["classes"]) <= coco
+    assert set(meta["videos"][0]["classes"]) <= coco  # random weights: maybe nothing found
+    r = run_cli("analyze", carphone, "--out", tmp_path / "out2", "--detector", "fcos", "--weights",
+                tmp_path / "missing.pth", env=env)
+    assert r.returncode == 2 and "missing.pth: FCOS_ResNet50_FPN_Weights weights not found" in r.stderr
 
 
 def test_bad_inputs(tmp_path, bikes):
