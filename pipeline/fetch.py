@@ -221,7 +221,8 @@ def fetch_one(entry: Entry, opts: FetchOptions, archive: Path) -> Outcome:
                        "the file was deleted: check the URL")
     digest = sha256_file(path)
     write_text_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
-    record = {"name": entry.name, "id": entry.id, "url": entry.url, "file": str(path.relative_to(opts.out)),
+    rel = path.resolve().relative_to(opts.out.resolve())  # yt-dlp gives an absolute path; --out may be relative
+    record = {"name": entry.name, "id": entry.id, "url": entry.url, "file": str(rel),
               "sha256": digest, "bytes": path.stat().st_size, "codec": info.codec,
               "size": [info.width, info.height], "duration_s": round(info.duration_s, 3), "licence": note,
               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
