@@ -259,7 +259,8 @@ def fetch(manifest, out, only, list_, dry_run, max_height, allow_license, rate_l
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for analysis.json, CSVs, PNGs.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/analysis"), show_default=True,
+              help="Folder for analysis.json, CSVs, PNGs.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Samples per second for lightness and objects.")
 @click.option("--detector", default="offline", show_default=True,
