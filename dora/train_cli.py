@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from pipeline.errors import report_errors
+from pipeline.lock import FolderLock
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (an editable install)
 
@@ -47,7 +50,9 @@ def train(shards, config, output, resume, quiet, overrides) -> None:
         path = resolve_config(config)
         cfg = load_config(path, overrides)
         run = output or Path("runs") / (path.stem if path else "default")
-        summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet).fit(quiet=quiet)
+        first = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock per run, held by rank 0
+        with FolderLock(run, "dora-train", hint="another --output") if first else contextlib.nullcontext():
+            summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet).fit(quiet=quiet)
         click.echo(json.dumps(summary))
 
     _run(go)
