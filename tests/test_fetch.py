@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,8 +18,8 @@ import pytest
 
 from pipeline.catalog import BUILTIN, Entry, read_catalog
 from pipeline.errors import InputError
-from pipeline.fetch import license_verdict
-from tests.conftest import run_cli, start_cli
+from pipeline.fetch import FIX_RUNTIME, js_runtime_problem, license_verdict
+from tests.conftest import ROOT, cli_env, fresh_dir, run_cli, start_cli
 from tests.httpserver import FileServer
 
 WT_IDS = {"wt_amsterdam": "E07rTPgIvn0", "wt_bangkok": "hUGcHvN4mME", "wt_chiang_mai": "jyxIRzlkO_g",
@@ -222,3 +224,28 @@ def test_catalog_errors_are_input_errors(tmp_path):
     (tmp_path / "dup.csv").write_text("name,id,url\na,x,http://h/1\na,y,http://h/2\n")
     with pytest.raises(InputError, match="line 3: name 'a' appears twice"):
         read_catalog(tmp_path / "dup.csv")
+
+
+def test_youtube_js_runtime_comes_with_pip_install_e():
+    """YouTube needs yt-dlp-ejs and deno: ordinary dependencies, so `pip install -e .` is enough."""
+    deps = re.search(r"dependencies = \[(.+?)\n\]", (ROOT / "pyproject.toml").read_text(), re.S).group(1)
+    assert '"yt-dlp[default,deno]' in deps
+    assert js_runtime_problem() is None
+    from yt_dlp.utils._jsruntime import DenoJsRuntime  # what yt-dlp itself finds
+
+    info = DenoJsRuntime().info
+    assert info is not None and info.supported
+
+
+def test_fetch_without_the_js_runtime_prints_the_fix(tmp_path):
+    """Where yt-dlp-ejs or deno is missing, a YouTube fetch stops before any download with the one command."""
+    assert "deno JavaScript runtime" in js_runtime_problem(scripts=str(tmp_path), path=str(tmp_path))
+    code = ("import sys; sys.modules['yt_dlp_ejs'] = None; sys.argv[0] = 'dora-data'; "
+            "from pipeline.cli import main; main()")
+    cwd = fresh_dir()
+    r = subprocess.run([sys.executable, "-c", code, "fetch", "--only", "wt_venice", "--quiet"], cwd=cwd,
+                       capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: wt_venice: YouTube needs yt-dlp's JavaScript runtime, but the "
+                                             f"yt-dlp-ejs package is not installed; install it with: {FIX_RUNTIME}"]
+    assert not (cwd / "data" / "raw" / "wt_venice").exists()
