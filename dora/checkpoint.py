@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.atomic import atomic_open
-from pipeline.errors import InputError
+from pipeline.errors import DiskFullError, InputError, disk_full_cause
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pth$")
 KEEP = 2  # step checkpoints kept in the run folder (the newest ones)
@@ -22,10 +23,34 @@ def save_atomic(obj, path: Path) -> None:
         torch.save(obj, f)
 
 
+def state_bytes(obj) -> int:
+    """Bytes of tensor data in a (nested) checkpoint state: about the size of its file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_bytes(v) for v in obj)
+    return 0
+
+
 def save_step(run: Path, step: int, state: dict) -> Path:
-    """runs/NAME/checkpoints/step_NNNNNNNN.pth, keeping the newest KEEP of them."""
+    """runs/NAME/checkpoints/step_NNNNNNNN.pth, keeping the newest KEEP of them. A full disk raises
+    DiskFullError (one line): nothing partial is left, and the previous checkpoint stays."""
     path = run / "checkpoints" / f"step_{step:08d}.pth"
-    save_atomic(state, path)
+    try:
+        save_atomic(state, path)
+    except (OSError, RuntimeError) as e:
+        cause = disk_full_cause(e)
+        if cause is None:
+            raise
+        last = latest(run)
+        kept = (f"the last good checkpoint {last} is still there and rerunning the same command resumes from it"
+                if last else "there is no earlier checkpoint, so a rerun starts from step 0")
+        free = shutil.disk_usage(path.parent).free
+        raise DiskFullError(f"{path.parent}: disk full while writing the step {step} checkpoint ({cause.strerror}; "
+                            f"it needs about {state_bytes(state) / 1e6:.0f} MB, {free / 1e6:.0f} MB are free); "
+                            f"{kept}. Free space, then rerun") from None
     for old in sorted(list_checkpoints(run))[:-KEEP]:
         old.unlink(missing_ok=True)
     return path

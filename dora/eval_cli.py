@@ -10,7 +10,8 @@
                                       in the first frame tracked through the clip (like Figure 4)
   knn CKPT --data ROOT                weighted k-NN top-1/top-5 on frozen [CLS] features (DINO's protocol)
   linear CKPT --data ROOT             linear probe on the last 4 blocks' [CLS] (DINO's protocol), resumable
-CKPT: a `dora-train` checkpoint, an export, or an official DoRA/DINO checkpoint.
+CKPT: a `dora-train` checkpoint, a run folder (its newest checkpoint), an export, or an official DoRA/DINO
+checkpoint. DIR defaults to runs/eval.
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dora.checkpoint import backbone_weights, load, load_backbone
+from dora.checkpoint import backbone_weights, latest, load, load_backbone
 from dora.config import config_from_dict, load_config
 from pipeline.errors import InputError, report_errors
 
 
 def teacher_model(ckpt_path: Path, config: Path | None, overrides: tuple[str, ...]):
-    """A DoRA module whose teacher backbone holds the checkpoint's weights."""
+    """A DoRA module whose teacher backbone holds the checkpoint's weights (a run folder: its newest one)."""
     from dora.method import DoRA
 
+    if Path(ckpt_path).is_dir():
+        newest = latest(Path(ckpt_path))
+        if newest is None:
+            raise InputError(f"{ckpt_path}: no checkpoints/step_*.pth in this run folder; train first, or give "
+                             "a checkpoint file")
+        ckpt_path = newest
     state = load(ckpt_path)
     saved = state.get("config") if isinstance(state, dict) else None
     cfg = load_config(config, overrides) if config or not saved else config_from_dict(saved, overrides)
@@ -78,7 +85,7 @@ def main() -> None:
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True)
 @click.option("--size", type=click.IntRange(min=32), default=480, show_default=True, help="Short side of the input.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="[default: the checkpoint's]")
 def attention(checkpoint, images, out, size, config) -> None:
@@ -259,7 +266,7 @@ def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard,
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--shards", required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True)
 @click.option("--n", "n", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="[default: the checkpoint's]")

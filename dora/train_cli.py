@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from pipeline.errors import report_errors
+from pipeline.lock import FolderLock
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (an editable install)
+
+
+def resolve_config(config: Path | None) -> Path | None:
+    """--config as given when that file exists; otherwise the shipped config of the same name, so that
+    `--config configs/dora_vits16.yaml` (or `dora_vits16`) works from any working folder."""
+    if config is None or config.exists():
+        return config
+    shipped = SHIPPED / (config.name if config.suffix else f"{config.name}.yaml")
+    return shipped if shipped.exists() else config
 
 
 def _run(fn) -> None:
@@ -19,7 +33,8 @@ def _run(fn) -> None:
 @click.option("--shards", "shards", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Shard folder from `dora-data shard` (repeat for several).")
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None,
-              help="YAML config (configs/dora_vits16.yaml is the paper) [default: the schema's defaults].")
+              help="YAML config (configs/dora_vits16.yaml is the paper; a shipped config is found by name from any "
+                   "folder) [default: the schema's defaults].")
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/CONFIG].")
 @click.option("--resume", default="auto", show_default=True,
               help="auto: continue from the newest checkpoint in --output; none: refuse if there is one; or a path.")
@@ -32,9 +47,12 @@ def train(shards, config, output, resume, quiet, overrides) -> None:
         from dora.config import load_config
         from dora.train import Trainer
 
-        cfg = load_config(config, overrides)
-        run = output or Path("runs") / (config.stem if config else "default")
-        summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet).fit(quiet=quiet)
+        path = resolve_config(config)
+        cfg = load_config(path, overrides)
+        run = output or Path("runs") / (path.stem if path else "default")
+        first = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock per run, held by rank 0
+        with FolderLock(run, "dora-train", hint="another --output") if first else contextlib.nullcontext():
+            summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet).fit(quiet=quiet)
         click.echo(json.dumps(summary))
 
     _run(go)

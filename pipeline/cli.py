@@ -141,6 +141,7 @@ def _summary(out: Path, manifest: dict) -> None:
 def index(out: Path, quiet: bool) -> None:
     """Assemble shards, indexes and dataset.json from complete work units in OUT."""
     from pipeline.assemble import assemble
+    from pipeline.lock import FolderLock
 
     settings_file = out / ".work" / "settings.json"
     manifest = out / "dataset.json"
@@ -150,7 +151,9 @@ def index(out: Path, quiet: bool) -> None:
         settings = ShardSettings.from_json(json.loads(manifest.read_text())["settings"])
     else:
         raise InputError(f"{out}: no work units and no dataset.json; run `dora-data shard --out {out}` first")
-    _summary(out, assemble(out, settings, quiet=quiet))
+    with FolderLock(out, "dora-data index"):
+        manifest_data = assemble(out, settings, quiet=quiet)
+    _summary(out, manifest_data)
 
 
 @main.command()

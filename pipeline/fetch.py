@@ -9,8 +9,12 @@ resumes them with HTTP ranges, so a kill at any moment followed by a rerun ends 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
+import os
 import re
+import shutil
+import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +185,31 @@ def _download(entry: Entry, folder: Path, opts: FetchOptions) -> tuple[Path, str
     return path, note
 
 
+YOUTUBE = re.compile(r"^https?://([a-z0-9-]+\.)*(youtube\.com|youtu\.be|youtube-nocookie\.com)(/|$)", re.I)
+FIX_RUNTIME = 'pip install "yt-dlp[default,deno]"'
+
+
+def js_runtime_problem(scripts: str | None = None, path: str | None = None) -> str | None:
+    """What is missing for YouTube (yt-dlp-ejs, or the deno runtime where yt-dlp looks for it: the Python
+    environment's scripts folder, then PATH), or None when both are there."""
+    if importlib.util.find_spec("yt_dlp_ejs") is None:
+        return "the yt-dlp-ejs package is not installed"
+    scripts = sysconfig.get_path("scripts") if scripts is None else scripts
+    exe = Path(scripts) / "deno"
+    if not (exe.is_file() and os.access(exe, os.X_OK)) and shutil.which("deno", path=path) is None:
+        return "no deno JavaScript runtime was found"
+    return None
+
+
+def check_youtube_runtime(entry: Entry) -> None:
+    """Before downloading a YouTube URL: stop with one line and the fix when the JS runtime is missing."""
+    if YOUTUBE.match(entry.url):
+        problem = js_runtime_problem()
+        if problem:
+            raise InputError(f"{entry.name}: YouTube needs yt-dlp's JavaScript runtime, but {problem}; "
+                             f"install it with: {FIX_RUNTIME}")
+
+
 class _Refused(Exception):
     pass
 
@@ -194,6 +223,7 @@ def fetch_one(entry: Entry, opts: FetchOptions, archive: Path) -> Outcome:
     existing = verify_existing(folder, entry, opts)
     if existing is not None:
         return Outcome(entry.name, "verified", existing, "already downloaded, checksum ok")
+    check_youtube_runtime(entry)
     folder.mkdir(parents=True, exist_ok=True)
     wait = opts.retry_wait
     for attempt in range(opts.retries + 1):
@@ -221,7 +251,8 @@ def fetch_one(entry: Entry, opts: FetchOptions, archive: Path) -> Outcome:
                        "the file was deleted: check the URL")
     digest = sha256_file(path)
     write_text_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
-    record = {"name": entry.name, "id": entry.id, "url": entry.url, "file": str(path.relative_to(opts.out)),
+    rel = path.resolve().relative_to(opts.out.resolve())  # yt-dlp gives an absolute path; --out may be relative
+    record = {"name": entry.name, "id": entry.id, "url": entry.url, "file": str(rel),
               "sha256": digest, "bytes": path.stat().st_size, "codec": info.codec,
               "size": [info.width, info.height], "duration_s": round(info.duration_s, 3), "licence": note,
               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

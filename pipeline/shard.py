@@ -18,6 +18,7 @@ from tqdm import tqdm
 from pipeline.assemble import assemble
 from pipeline.atomic import write_json_atomic
 from pipeline.errors import InputError
+from pipeline.lock import FolderLock
 from pipeline.probe import VideoInfo, probe
 from pipeline.segment import process_unit
 from pipeline.settings import ShardSettings, stored_size
@@ -225,15 +226,16 @@ def run_shard(inputs: list[str], out: Path, settings: ShardSettings, workers: in
     report = ShardReport()
     sources = resolve_inputs(inputs)
     check_writable(out)
-    check_settings(out, settings)
-    videos = prepare(out, sources, settings, keep_going, report)
-    units = [u for name, (info, rec) in videos.items()
-             for u in plan_units(name, info.start_s, info.duration_s, settings.segment_s)]
-    mine = select_part(units, part) if part else units
-    todo = [u for u in mine if not is_complete(out, u)]
-    report.units_total = len(mine)
-    report.units_done = len(mine) - len(todo)
-    run_units(out, videos, todo, settings, workers, keep_going, report, quiet)
-    if part is None or part[1] == 1:
-        report.manifest = assemble(out, settings, quiet=quiet)
+    with FolderLock(out, "dora-data shard", part):  # parts share the folder; anything else is refused
+        check_settings(out, settings)
+        videos = prepare(out, sources, settings, keep_going, report)
+        units = [u for name, (info, rec) in videos.items()
+                 for u in plan_units(name, info.start_s, info.duration_s, settings.segment_s)]
+        mine = select_part(units, part) if part else units
+        todo = [u for u in mine if not is_complete(out, u)]
+        report.units_total = len(mine)
+        report.units_done = len(mine) - len(todo)
+        run_units(out, videos, todo, settings, workers, keep_going, report, quiet)
+        if part is None or part[1] == 1:
+            report.manifest = assemble(out, settings, quiet=quiet)
     return report

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,54 @@ from pipeline.demo import sample_video
 from tests.videos import make_concat
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin: `pip install -e .` put the entry points there
+_CWD_BASE: list[Path] = []  # set once per session by the autouse fixture below
 
 
-def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `dora-data ARGS` as a separate process (real exit codes, real stderr)."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+@pytest.fixture(scope="session", autouse=True)
+def _cwd_base(tmp_path_factory) -> Path:
+    """Where the fresh working folders of CLI runs are made (cleaned up by pytest like tmp_path)."""
+    _CWD_BASE[:] = [tmp_path_factory.mktemp("cwd")]
+    return _CWD_BASE[0]
+
+
+def fresh_dir() -> Path:
+    """A new empty folder, as a person would open a terminal in."""
+    base = _CWD_BASE[0] if _CWD_BASE else None
+    return Path(tempfile.mkdtemp(prefix="run-", dir=base))
+
+
+def entry_point(prog: str) -> list[str]:
+    """The installed console script `prog` (dora-data, dora-train, dora-eval) as an argv prefix."""
+    path = BIN / prog
+    assert path.exists(), f"{path} is missing: run `pip install -e .` in {ROOT}"
+    return [str(path)]
+
+
+def cli_env(env: dict | None = None) -> dict:
+    """The environment of a CLI run: this checkout's code first on the path (the entry points import it)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **(env or {})}
+
+
+def run_entry(prog: str, *args, cwd: Path | str | None = None, timeout: float = 600, env: dict | None = None,
+              **kw) -> subprocess.CompletedProcess:
+    """Run the installed command `prog ARGS` as a person types it: a separate process (real exit codes,
+    real stderr) whose working folder is `cwd`, by default a fresh empty temporary folder."""
+    return subprocess.run([*entry_point(prog), *map(str, args)], cwd=cwd or fresh_dir(), capture_output=True,
+                          text=True, timeout=timeout, env=cli_env(env), **kw)
+
+
+def run_cli(*args, **kw) -> subprocess.CompletedProcess:
+    """`dora-data ARGS` (see run_entry)."""
+    return run_entry("dora-data", *args, **kw)
+
+
+def start_cli(prog: str, *args, cwd: Path | str | None = None, **kw) -> subprocess.Popen:
+    """`prog ARGS` started in the background (for kill -9 and concurrency tests), output discarded."""
+    kw.setdefault("stdout", subprocess.DEVNULL)
+    kw.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen([*entry_point(prog), *map(str, args)], cwd=cwd or fresh_dir(), env=cli_env(), **kw)
 
 
 @pytest.fixture(scope="session")

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import run_entry
 from tests.test_train import SMOKE, train_cli
 from tests.videos import decode_all
 
 
 def eval_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dora.eval_cli", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return run_entry("dora-eval", *args)
 
 
 def test_attention_and_tracking_pngs(main_ds, tmp_path, bikes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -17,8 +18,8 @@ import pytest
 
 from pipeline.catalog import BUILTIN, Entry, read_catalog
 from pipeline.errors import InputError
-from pipeline.fetch import license_verdict
-from tests.conftest import ROOT, run_cli
+from pipeline.fetch import FIX_RUNTIME, js_runtime_problem, license_verdict
+from tests.conftest import ROOT, cli_env, fresh_dir, run_cli, start_cli
 from tests.httpserver import FileServer
 
 WT_IDS = {"wt_amsterdam": "E07rTPgIvn0", "wt_bangkok": "hUGcHvN4mME", "wt_chiang_mai": "jyxIRzlkO_g",
@@ -58,28 +59,30 @@ def sha(path: Path) -> str:
 
 
 def test_download_verify_rerun_skips_and_shard_accepts(tmp_path, server, bikes, carphone):
-    m = manifest(tmp_path, [("city_bikes", "", server.url("bikes.mp4")), ("phone", "cp", server.url(
-        "carphone_pristine.mp4"))])
-    out = tmp_path / "raw"
-    r = run_cli("fetch", "--manifest", m, "--out", out, *FAST)
+    """As a person types it: a fresh folder, a relative manifest, the default folders data/raw and data/wt_all."""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    manifest(cwd, [("city_bikes", "", server.url("bikes.mp4")), ("phone", "cp", server.url("carphone_pristine.mp4"))])
+    r = run_cli("fetch", "--manifest", "m.csv", *FAST, cwd=cwd)
     assert r.returncode == 0, r.stderr
-    assert "2 downloaded" in r.stdout
+    assert "2 downloaded" in r.stdout and "Traceback" not in r.stderr
+    out = cwd / "data" / "raw"
     got = out / "city_bikes" / "bikes.mp4"
     assert sha(got) == sha(bikes) and sha(out / "phone" / "cp.mp4") == sha(carphone)
     assert (out / "city_bikes" / "bikes.mp4.sha256").read_text().split()[0] == sha(bikes)
     assert json.loads((out / "city_bikes" / "bikes.info.json").read_text())["extractor"] == "generic"
     records = [json.loads(x) for x in (out / "archive.jsonl").read_text().splitlines()]
     assert [x["name"] for x in records] == ["city_bikes", "phone"] and records[0]["sha256"] == sha(bikes)
+    assert [x["file"] for x in records] == ["city_bikes/bikes.mp4", "phone/cp.mp4"]
     before = len(server.log)
-    r = run_cli("fetch", "--manifest", m, "--out", out, *FAST)
+    r = run_cli("fetch", "--manifest", "m.csv", "--out", "data/raw", *FAST, cwd=cwd)
     assert r.returncode == 0 and "2 already there and verified" in r.stdout
     assert len(server.log) == before  # nothing requested again
-    listing = run_cli("fetch", "--manifest", m, "--out", out, "--list")
+    listing = run_cli("fetch", "--manifest", "m.csv", "--list", cwd=cwd)
     assert listing.returncode == 0 and listing.stdout.count("complete") == 2
-    shard = run_cli("shard", out, "--out", tmp_path / "shards", "--workers", "1", "--quiet",
-                    "--clip-frames", "4", "--clip-stride-s", "0.5")
+    shard = run_cli("shard", "--workers", "1", "--quiet", "--clip-frames", "4", "--clip-stride-s", "0.5", cwd=cwd)
     assert shard.returncode == 0, shard.stderr
-    meta = json.loads((tmp_path / "shards" / "dataset.json").read_text())
+    meta = json.loads((cwd / "data" / "wt_all" / "dataset.json").read_text())
     assert sorted(v["name"] for v in meta["videos"]) == ["city_bikes", "phone"]
     assert next(v for v in meta["videos"] if v["name"] == "city_bikes")["sha256"] == sha(bikes)
 
@@ -116,8 +119,7 @@ def test_kill_9_mid_download_then_rerun_gives_the_same_files(tmp_path, server, b
     server.delay = 0.05  # about 1 s for Big Buck Bunny's 1 MB
     m = manifest(tmp_path, [("bunny", "", server.url("bigbuckbunny.mp4"))])
     out = tmp_path / "raw"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "fetch", "--manifest", str(m), "--out", str(out),
-                             *FAST], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli("dora-data", "fetch", "--manifest", m, "--out", out, *FAST)
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.stat().st_size > 100_000 for p in (out / "bunny").glob("*.part")
                                              if (out / "bunny").exists()):
@@ -206,9 +208,7 @@ def test_disk_full_gives_one_line(tmp_path, server, how):
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (256_000, 256_000))
 
-        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "fetch", "--manifest", str(m), "--out",
-                            str(small / "raw"), *FAST], cwd=ROOT, capture_output=True, text=True,
-                           preexec_fn=limit_file_size)
+        r = run_cli("fetch", "--manifest", m, "--out", small / "raw", *FAST, preexec_fn=limit_file_size)
         assert r.returncode == 2, r.stderr
         assert "disk full" in r.stderr and "Traceback" not in r.stderr
         assert len([x for x in r.stderr.splitlines() if x.startswith("error:")]) == 1
@@ -224,3 +224,28 @@ def test_catalog_errors_are_input_errors(tmp_path):
     (tmp_path / "dup.csv").write_text("name,id,url\na,x,http://h/1\na,y,http://h/2\n")
     with pytest.raises(InputError, match="line 3: name 'a' appears twice"):
         read_catalog(tmp_path / "dup.csv")
+
+
+def test_youtube_js_runtime_comes_with_pip_install_e():
+    """YouTube needs yt-dlp-ejs and deno: ordinary dependencies, so `pip install -e .` is enough."""
+    deps = re.search(r"dependencies = \[(.+?)\n\]", (ROOT / "pyproject.toml").read_text(), re.S).group(1)
+    assert '"yt-dlp[default,deno]' in deps
+    assert js_runtime_problem() is None
+    from yt_dlp.utils._jsruntime import DenoJsRuntime  # what yt-dlp itself finds
+
+    info = DenoJsRuntime().info
+    assert info is not None and info.supported
+
+
+def test_fetch_without_the_js_runtime_prints_the_fix(tmp_path):
+    """Where yt-dlp-ejs or deno is missing, a YouTube fetch stops before any download with the one command."""
+    assert "deno JavaScript runtime" in js_runtime_problem(scripts=str(tmp_path), path=str(tmp_path))
+    code = ("import sys; sys.modules['yt_dlp_ejs'] = None; sys.argv[0] = 'dora-data'; "
+            "from pipeline.cli import main; main()")
+    cwd = fresh_dir()
+    r = subprocess.run([sys.executable, "-c", code, "fetch", "--only", "wt_venice", "--quiet"], cwd=cwd,
+                       capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: wt_venice: YouTube needs yt-dlp's JavaScript runtime, but the "
+                                             f"yt-dlp-ejs package is not installed; install it with: {FIX_RUNTIME}"]
+    assert not (cwd / "data" / "raw" / "wt_venice").exists()

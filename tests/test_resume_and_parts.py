@@ -7,11 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.conftest import MAIN_OPTS, ROOT, run_cli
+from tests.conftest import MAIN_OPTS, run_cli, start_cli
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -21,8 +20,7 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 def _start(inputs, out) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "shard", *map(str, inputs), "--out", str(out),
-                             *MAIN_OPTS], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start_cli("dora-data", "shard", *inputs, "--out", out, *MAIN_OPTS)
 
 
 def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> bool:

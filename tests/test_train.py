@@ -18,14 +18,13 @@ from dora.batches import BatchSource
 from dora.config import load_config
 from dora.loader import Loader
 from pipeline.manifest import Dataset
-from tests.conftest import ROOT, damaged_copy
+from tests.conftest import ROOT, damaged_copy, run_entry, start_cli
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
-def train_cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dora.train_cli", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+def train_cli(*args, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    return run_entry("dora-train", *args, timeout=timeout, **kw)
 
 
 def _losses(run: Path) -> list[tuple[int, float]]:
@@ -57,8 +56,7 @@ def test_kill_9_and_resume_gives_the_same_losses(main_ds, tmp_path):
     ref = tmp_path / "ref"
     assert train_cli(*args, "--output", ref).returncode == 0
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "dora.train_cli", *map(str, args), "--output", str(run)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli("dora-train", *args, "--output", run)
     target = run / "checkpoints" / "step_00000004.pth"
     deadline = time.time() + 300
     while not target.exists() and proc.poll() is None and time.time() < deadline:
