@@ -66,6 +66,17 @@ def latest(run: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file as given, or a run folder's newest `checkpoints/step_*.pth`."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    newest = latest(path)
+    if newest is None:
+        raise InputError(f"{path}: no checkpoints/step_*.pth in this run folder; train first, or give a file")
+    return newest
+
+
 def load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dora.checkpoint import backbone_weights, latest, load, load_backbone
+from dora.checkpoint import backbone_weights, load, load_backbone, resolve_checkpoint
 from dora.config import config_from_dict, load_config
 from pipeline.errors import InputError, report_errors
 
@@ -33,13 +33,7 @@ def teacher_model(ckpt_path: Path, config: Path | None, overrides: tuple[str, ..
     """A DoRA module whose teacher backbone holds the checkpoint's weights (a run folder: its newest one)."""
     from dora.method import DoRA
 
-    if Path(ckpt_path).is_dir():
-        newest = latest(Path(ckpt_path))
-        if newest is None:
-            raise InputError(f"{ckpt_path}: no checkpoints/step_*.pth in this run folder; train first, or give "
-                             "a checkpoint file")
-        ckpt_path = newest
-    state = load(ckpt_path)
+    state = load(resolve_checkpoint(ckpt_path))
     saved = state.get("config") if isinstance(state, dict) else None
     cfg = load_config(config, overrides) if config or not saved else config_from_dict(saved, overrides)
     model = DoRA(cfg).eval()
@@ -114,7 +108,7 @@ def _sequence_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--sequences", multiple=True, help="Only these sequences (repeat or comma-separate).")
 @click.option("--key", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("davis_results"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval/davis"), show_default=True)
 @click.option("--json", "echo_json", is_flag=True, help="Also print metrics.json.")
 @click.option("--eval-only", "eval_only", type=click.Path(path_type=Path), default=None,
               help="Score the PNGs in this results folder; no checkpoint needed.")
@@ -213,7 +207,7 @@ def _davis_summary(data: dict, echo_json: bool) -> None:
 @click.option("--key", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True, help="Image-reading threads.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("discovery_results"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval/discovery"), show_default=True)
 @click.option("--json", "echo_json", is_flag=True, help="Also print metrics.json.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="Model YAML for files without one.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -348,7 +342,7 @@ def eval_options(default_batch: int):
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="ROOT with train/<class>/ and val/<class>/ images (ImageFolder layout).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("eval/knn"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval/knn"), show_default=True)
 @click.option("--k", "ks", type=click.IntRange(min=1), multiple=True, default=(10, 20, 100, 200), show_default=True,
               help="Neighbours: --k 10 20 100 200 (or --k 10 --k 20 ...).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.07, show_default=True)
@@ -392,7 +386,7 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="ROOT with train/<class>/ and val/<class>/ images (ImageFolder layout).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("eval/linear"), show_default=True,
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval/linear"), show_default=True,
               help="Run folder: checkpoint.pth (resumed when present), metrics.jsonl, linear_curve.png, metrics.json.")
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.001, show_default=True,

@@ -122,7 +122,7 @@ def test_davis_cli_end_to_end_resume_and_eval_only(tmp_path):
     tiny_checkpoint(tmp_path / "tiny.pth")
     r = eval_cli(tmp_path, "davis", "tiny.pth", "--davis", "DAVIS", "--device", "cpu", "--json")
     assert r.returncode == 0, r.stderr
-    out = tmp_path / "davis_results"
+    out = tmp_path / "runs" / "eval" / "davis"
     data = json.loads((out / "metrics.json").read_text())
     assert data["task"] == "davis" and data["arch"]["depth"] == 2 and data["params"]["n_last"] == 7
     assert data["params"]["short_side"] == 480 and len(data["checkpoint_sha256"]) == 64

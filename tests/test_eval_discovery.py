@@ -74,7 +74,7 @@ def test_corloc_on_generated_voc_through_the_cli(tmp_path):
     tiny_checkpoint(tmp_path / "tiny.pth")
     r = eval_cli(tmp_path, "discovery", "tiny.pth", "--voc", "voc", "--year", "2007", "--device", "cpu")
     assert r.returncode == 0, r.stderr
-    out = tmp_path / "discovery_results"
+    out = tmp_path / "runs" / "eval" / "discovery"
     boxes = json.loads((out / "boxes.json").read_text())
     assert list(boxes) == ids
     with Image.open(out / "corloc_sheet.png") as im:
@@ -122,7 +122,7 @@ def test_jaccard_through_the_cli_and_bad_layouts(tmp_path):
     r = eval_cli(tmp_path, "discovery", "tiny.pth", "--voc", "VOCdevkit", "--device", "cpu", "--json",
                  "--jaccard-mask", "heads60")
     assert r.returncode == 0, r.stderr
-    data = json.loads((tmp_path / "discovery_results" / "metrics.json").read_text())
+    data = json.loads((tmp_path / "runs" / "eval" / "discovery" / "metrics.json").read_text())
     j = data["jaccard"]
     assert j["jaccard_mask"] == "heads60" and j["n_images"] == 3 and 0 <= j["jaccard"] <= 100
     assert data["params"]["year"] == 2012 and data["corloc"]["n_images"] == 3

@@ -97,13 +97,13 @@ def test_knn_cli_labels_dumps_and_round_trip(tmp_path):
                  "--decoder", "torch", "--workers", "0", "--dump-features", "dump", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "k=100 is more than the 24 train images; using k=24" in r.stderr
-    m = json.loads((tmp_path / "eval" / "knn" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "runs" / "eval" / "knn" / "metrics.json").read_text())
     assert json.loads(r.stdout) == m
     assert m["task"] == "knn" and m["temperature"] == 0.07 and m["num_classes"] == 4
     assert (m["n_train"], m["n_val"]) == (24, 9) and set(m["results"]) == {"5", "10", "100"}
     assert m["results"]["100"]["k_used"] == 24 and m["feature"] == "cls_after_norm"
     assert m["params"]["k"] == [5, 10, 100] and len(m["checkpoint_sha256"]) == 64 and m["versions"]["timm"]
-    assert (tmp_path / "eval" / "knn" / "knn.png").stat().st_size > 1000
+    assert (tmp_path / "runs" / "eval" / "knn" / "knn.png").stat().st_size > 1000
     labels = torch.load(tmp_path / "dump" / "testlabels.pth")
     assert labels.tolist() == [0] * 3 + [2] * 3 + [3] * 3  # mapped through train's class names
     trf, tef = torch.load(tmp_path / "dump" / "trainfeat.pth"), torch.load(tmp_path / "dump" / "testfeat.pth")

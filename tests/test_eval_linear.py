@@ -53,15 +53,15 @@ def test_linear_learns_a_separable_set_to_100_percent(tmp_path):
     r = eval_cli("linear", "tiny.pth", *common, "--epochs", "30", "--lr", "20", "--cached-features", "--json",
                  cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    m = json.loads((tmp_path / "eval" / "linear" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "runs" / "eval" / "linear" / "metrics.json").read_text())
     assert m["results"]["best_top1"] == 100.0 and m["results"]["last_top1"] == 100.0
     assert m["results"]["last_top5"] == 100.0 and m["feature_dim"] == 2 * 192 and m["num_classes"] == 5
     assert "cached-features" in m["deviation"] and m["params"]["cached"] is True
-    recs = _records(tmp_path / "eval" / "linear" / "metrics.jsonl")
+    recs = _records(tmp_path / "runs" / "eval" / "linear" / "metrics.jsonl")
     assert [x["epoch"] for x in recs] == list(range(30))
     assert recs[-1]["train_loss"] < recs[0]["train_loss"] / 5  # it learned it
     assert recs[0]["lr"] == epoch_lr(20 * 10 / 256, 0, 30) and recs[-1]["lr"] < recs[0]["lr"] / 50
-    assert (tmp_path / "eval" / "linear" / "linear_curve.png").stat().st_size > 1000
+    assert (tmp_path / "runs" / "eval" / "linear" / "linear_curve.png").stat().st_size > 1000
     # DINO's augmented training (RandomResizedCrop + flip) learns it too
     r = eval_cli("linear", "tiny.pth", *common, "--epochs", "15", "--lr", "20", "--out", "aug", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dora.checkpoint import backbone_weights, load, load_backbone
+from dora.checkpoint import backbone_weights, load, load_backbone, resolve_checkpoint
 from dora.config import ModelCfg, config_from_dict
 from pipeline.atomic import write_json_atomic
 from pipeline.errors import InputError
@@ -74,7 +74,7 @@ def model_cfg_from_weights(weights: dict[str, torch.Tensor]) -> ModelCfg:
 
 def load_encoder(path: Path, key: str = "teacher", device: torch.device | str = "cpu",
                  config: Path | None = None) -> Encoder:
-    """The `key` (teacher|student) backbone of checkpoint `path`, frozen, on `device`.
+    """The `key` (teacher|student) backbone of checkpoint `path` (a run folder: its newest), frozen, on `device`.
 
     Our checkpoints rebuild the model from their saved `model:` section (appendix B.2's head split
     included); other files from the shape of their weights (or `config`, a YAML file, when given).
@@ -84,7 +84,8 @@ def load_encoder(path: Path, key: str = "teacher", device: torch.device | str = 
 
     if key not in ("teacher", "student"):
         raise InputError(f"--key {key!r}: choose teacher or student")
-    state = load(Path(path))
+    path = resolve_checkpoint(Path(path))
+    state = load(path)
     weights = backbone_weights(state, key)
     saved = state.get("config") if isinstance(state, dict) else None
     if config is not None:
