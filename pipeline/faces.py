@@ -27,6 +27,7 @@ class FaceSettings:
     mode: str = "blur"
     detect_short_side: int = 720
     provider: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | int8 (statically quantised at first use, pipeline.facequant)
 
 
 def choose_provider(wanted: str = "auto") -> str:
@@ -66,7 +67,12 @@ class FaceDetector:
         options.intra_op_num_threads = 1
         options.log_severity_level = 3
         self.provider = choose_provider(settings.provider)
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=[self.provider])
+        graph = model.SerializeToString()
+        if settings.precision == "int8":
+            from pipeline.facequant import int8_model
+
+            graph = str(int8_model(graph))
+        self.session = ort.InferenceSession(graph, options, providers=[self.provider])
         self.settings = settings
         self._centerface = CenterFace  # its decode() only touches the static nms(): call it on the class
 
