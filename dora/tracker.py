@@ -82,7 +82,8 @@ def track(prototypes: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 @fp32
-def object_masks(maps: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], mode: str = "soft") -> torch.Tensor:
+def object_masks(maps: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],
+                 mode: str = "binary") -> torch.Tensor:
     """Eq. 7's T_i: each row of `maps` [B, T, k, n] as a gh x gw map upsampled to size -> [B, T, k, H, W].
 
     binary (alias official): the official code's mask (default; what the paper's numbers used): the row
