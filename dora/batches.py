@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from dora.augment import ClipParams, clip_rng, draw_clip
 from dora.config import Config
 from pipeline.clips import Clip, ClipSampler, ClipSpec
@@ -95,5 +97,18 @@ class BatchSource:
         clips, frames = [clips[j] for j in idx], [frames[j] for j in idx]
         return HostBatch(clips, frames, [self.params(c) for c in clips], bad=len(errors), errors=errors)
 
+    def clips_per_epoch(self) -> int:
+        """Clips of one epoch for this rank, in the unit `train.epoch_unit` names:
+        stored_frames: one clip per valid stored start;
+        source_frames: one per source frame, i.e. each video's valid starts x fps_source / fps_stored
+        (the official loader starts a clip at every frame of the 60 fps source). The stream stays
+        uniform over the valid starts: an epoch is just that many draws from it."""
+        s = self.sampler
+        if self.cfg.train.epoch_unit == "stored_frames":
+            return len(s)
+        ratio = np.array([float(v["fps_source"]) / float(v["fps_stored"]) for ds in s.datasets for v in ds.videos])
+        starts = np.bincount(s.starts[:, 0].astype(np.int64), minlength=len(s.videos))
+        return int(starts @ ratio) // self.world
+
     def steps_per_epoch(self) -> int:
-        return len(self.sampler) // self.cfg.train.batch_size
+        return max(1, self.clips_per_epoch() // self.cfg.train.batch_size)

@@ -46,7 +46,7 @@ class DoRACfg:
     sk_eps: float = 0.05
     sk_scale: str = "assignment"  # assignment: each patch's column sums to 1 | marginal: eq. 4 literally
     normalize_tokens: bool = True  # L2-normalise Z~ before eq. 4/5 (as the official code does)
-    mask: str = "soft"  # soft: eq. 7 with the map scaled to [0, 1] | binary: official threshold at the mean
+    mask: str = "binary"  # binary: official threshold at the mean (what the paper's numbers used) | soft: experimental
     mask_source: str = "object"  # object (eq. 7) | random (block-wise, Table 2c)
     global_views: int = 2  # paper: 2 views, loss across u != v | official: 1 view, teacher unmasked
     official_quirks: bool = False  # official bugs: local crop 0 unused, per-object loss not reset
@@ -84,6 +84,7 @@ class DataCfg:
 class OptimCfg:
     optimizer: str = "adamw"  # adamw (official; DINO's choice for ViTs) | lars (what the paper states)
     lr: float = 5e-4  # at batch 256 (scaled by batch/256)
+    allow_small_lars_lr: bool = False  # LARS with lr < 1e-2 barely moves a ViT: refused unless this is true
     min_lr: float = 1e-6
     warmup_epochs: float = 10.0
     weight_decay: float = 0.04
@@ -97,7 +98,9 @@ class OptimCfg:
 @dataclass
 class TrainCfg:
     batch_size: int = 16  # clips per GPU
-    epochs: float = 100.0  # one epoch = one clip per valid start (pipeline.clips)
+    epochs: float = 100.0  # in units of epoch_unit
+    epoch_unit: str = "source_frames"  # source_frames: one clip per source frame (official, 60 fps for WT),
+    #   i.e. valid starts x fps_source/fps_stored | stored_frames: one clip per stored valid start
     seed: int = 0
     precision: str = "bf16"  # bf16 | fp16 | fp32
     compile: bool = False
@@ -142,6 +145,7 @@ CHOICES = {
     "optim.optimizer": ("lars", "adamw"),
     "optim.clip_mode": ("per_param", "global"),
     "train.precision": ("bf16", "fp16", "fp32"),
+    "train.epoch_unit": ("source_frames", "stored_frames"),
     "train.loader": ("auto", "dali", "torch"),
 }
 
@@ -257,11 +261,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+LARS_MIN_LR = 1e-2  # below this base lr a LARS run is refused (docs/DEVIATIONS.md, optimiser)
+
+
 def check(cfg: Config) -> None:
     """Relations between keys."""
     heads = cfg.model.last_block_heads
     if cfg.dora.method == "dora" and heads is not None and cfg.dora.num_objects > heads:
         raise ConfigError(f"config key 'dora.num_objects': {cfg.dora.num_objects} objects need at least as many "
                           f"heads in the last block; set model.last_block_heads >= {cfg.dora.num_objects}")
+    o = cfg.optim
+    if o.optimizer == "lars" and o.lr < LARS_MIN_LR and not o.allow_small_lars_lr:
+        raise ConfigError(f"config key 'optim.lr': {o.lr:g} with LARS (trust ratio 1e-3) barely moves the weights; "
+                          f"use optim.optimizer=adamw, a LARS lr >= {LARS_MIN_LR:g}, or optim.allow_small_lars_lr=true")
     if cfg.data.clip_frames < 1 or cfg.dora.num_objects < 1:
         raise ConfigError("config keys 'data.clip_frames' and 'dora.num_objects' must be at least 1")

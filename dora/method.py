@@ -110,7 +110,8 @@ class DoRA(nn.Module):
         if d.method == "dora":
             k = d.num_objects
             grid = (globals_.shape[-2] // self.patch, globals_.shape[-1] // self.patch)
-            masks = tracker.object_masks(maps.flatten(0, 1), grid, tuple(globals_.shape[-2:]), d.mask)
+            # [B, T*V, k, n]: the binary threshold is a mean over batch x patches per frame, view and object
+            masks = tracker.object_masks(maps.flatten(1, 2), grid, tuple(globals_.shape[-2:]), d.mask)
             masks = masks.reshape(b, t, v, k, 1, *globals_.shape[-2:]).to(globals_.dtype)
             views = (globals_[:, :, :, None] * masks).flatten(0, 3)  # eq. 7: X^{v,o_i}_t
         else:

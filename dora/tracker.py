@@ -11,12 +11,27 @@ Z~; `scale="marginal"` keeps the literal marginals.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 
+def fp32(fn):
+    """Run `fn` with autocast disabled, so its `.float()` maths stays fp32 inside a bf16/fp16 training step
+    (dividing by eps = 0.05 would otherwise amplify bf16 rounding 20x)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+@fp32
 def sinkhorn_knopp(scores: torch.Tensor, eps: float, n_iters: int, scale: str = "assignment") -> torch.Tensor:
     """Eq. 4: transport plan M* [B, k, n] from exp(scores / eps) by alternate row/column scaling.
 
@@ -37,11 +52,14 @@ def sinkhorn_knopp(scores: torch.Tensor, eps: float, n_iters: int, scale: str = 
     return plan * n if scale == "assignment" else plan
 
 
+@fp32
 def pool_prototypes(cls_attn: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: P = A_I Q~, [B, k, d] from [CLS] attention rows [B, k, n] and patch queries [B, n, d]."""
-    return cls_attn.to(queries.dtype) @ queries
+    """Eq. 2: P = A_I Q~, [B, k, d] from [CLS] attention rows [B, k, n] and patch queries [B, n, d] (fp32)."""
+    dtype = torch.promote_types(queries.dtype, torch.float32)
+    return cls_attn.to(dtype) @ queries.to(dtype)
 
 
+@fp32
 def discover(cls_attn: torch.Tensor, queries: torch.Tensor, tokens: torch.Tensor, eps: float, n_iters: int,
              scale: str = "assignment", normalize_tokens: bool = True) -> torch.Tensor:
     """Refined prototypes P' = M* Z~ [B, k, d] (eqs. 2, 4, 5).
@@ -55,6 +73,7 @@ def discover(cls_attn: torch.Tensor, queries: torch.Tensor, tokens: torch.Tensor
     return plan.to(z.dtype) @ z
 
 
+@fp32
 def track(prototypes: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Eqs. 3/6: T'_t = softmax_n(P' K~_t^T / sqrt(d)) -> [B, T, k, n] for prototypes [B, k, d], keys [B, T, n, d]."""
     d = prototypes.shape[-1]
@@ -62,13 +81,16 @@ def track(prototypes: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return logits.softmax(-1)
 
 
-def object_masks(maps: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], mode: str = "soft") -> torch.Tensor:
+@fp32
+def object_masks(maps: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],
+                 mode: str = "binary") -> torch.Tensor:
     """Eq. 7's T_i: each row of `maps` [B, T, k, n] as a gh x gw map upsampled to size -> [B, T, k, H, W].
 
-    soft (alias paper):      the map divided by its maximum (so in [0, 1], the most attended patch
-                             fully visible), bilinear upsampling.
-    binary (alias official): the official code's mask: the row L2-normalised, 1 where above the
-                             mean of that object's normalised rows over the batch, nearest upsampling.
+    binary (alias official): the official code's mask (default; what the paper's numbers used): the row
+                             L2-normalised, 1 where above the mean of that object's normalised rows over
+                             batch x patches, separately for each t, nearest upsampling.
+    soft (alias paper, experimental): the map divided by its maximum (so in [0, 1], the most attended
+                             patch fully visible), bilinear upsampling.
     """
     mode = {"paper": "soft", "official": "binary"}.get(mode, mode)
     b, t, k, n = maps.shape

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,15 @@ from dora.config import Config
 from dora.loader import Loader, choose_backend, render_host_batch
 from dora.method import DoRA
 from dora.monitor import Monitor
-from dora.schedules import build_optimizer, cancel_last_layer_grads, clip_gradients, set_lr_wd, step_values
+from dora.plan import MEASURE_STEPS, RunPlan
+from dora.schedules import (
+    build_optimizer,
+    cancel_last_layer_grads,
+    clip_gradients,
+    set_lr_wd,
+    step_values,
+    total_steps,
+)
 from dora.viz import tracking_sheet
 from pipeline.errors import InputError
 
@@ -113,8 +122,10 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.source = BatchSource(self.shards, cfg, self.rank, self.world)
         self.iters_per_epoch = self.source.steps_per_epoch()
-        self.total = max(1, round(cfg.train.epochs * self.iters_per_epoch))
+        self.total = total_steps(cfg, self.iters_per_epoch)
         self.global_batch = cfg.train.batch_size * self.world
+        self.plan = RunPlan(cfg.train.epochs, cfg.train.epoch_unit, self.source.clips_per_epoch() * self.world,
+                            self.iters_per_epoch, self.total, cfg.train.batch_size, self.world)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.model = DoRA(cfg).to(self.device).train()
         torch.manual_seed(cfg.train.seed + self.rank)
@@ -204,7 +215,9 @@ class Trainer:
         fixed = self._fixed_clip() if self.rank == 0 and cfg.dora.method == "dora" else None
         if self.step == 0 and fixed is not None:
             self._tracking_png(fixed, monitor)
+        self._say(self.plan.describe())
         last_loss = float("nan")
+        timer: tuple[int, float] | None = None  # (step, time) after the first step of this session
         try:
             while self.step < self.total:
                 t0 = time.perf_counter()
@@ -215,6 +228,7 @@ class Trainer:
                 self.step += 1
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
+                timer = self._time_steps(timer)
                 log = self.step % cfg.train.log_every == 0 or self.step == self.total
                 monitor.step(self.step, out, time.perf_counter() - t0, t_data, log)
                 if self.knn is not None and self.knn.due(self.step, self.total):
@@ -227,6 +241,22 @@ class Trainer:
             monitor.close()
         return {"steps": self.step, "loss": last_loss, "bad_clips": self.bad, "backend": backend,
                 "run": str(self.run), "checkpoint": str(ckpt.latest(self.run))}
+
+    def _say(self, line: str) -> None:
+        if self.rank == 0:
+            print(f"dora-train: {line}", file=sys.stderr, flush=True)
+
+    def _time_steps(self, timer: tuple[int, float] | None) -> tuple[int, float] | None:
+        """Time MEASURE_STEPS steps after the first (warm-up) one, then print the measured estimate once."""
+        now = time.perf_counter()
+        if timer is None:
+            return self.step, now
+        start, t0 = timer
+        if start >= 0 and (self.step - start >= MEASURE_STEPS or self.step == self.total) and self.step > start:
+            rate = (self.step - start) * self.cfg.train.batch_size / max(now - t0, 1e-9)
+            self._say(self.plan.measured(rate, self.step))
+            return -1, now
+        return timer
 
     def _train_step(self, batch) -> dict:
         cfg = self.cfg

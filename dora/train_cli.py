@@ -33,8 +33,8 @@ def _run(fn) -> None:
 @click.option("--shards", "shards", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Shard folder from `dora-data shard` (repeat for several).")
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None,
-              help="YAML config (configs/dora_vits16.yaml is the paper; a shipped config is found by name from any "
-                   "folder) [default: the schema's defaults].")
+              help="YAML config, or a shipped config's name (found from any folder) [default: the schema's defaults, "
+                   "which equal configs/dora_vits16.yaml, the paper].")
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/CONFIG].")
 @click.option("--resume", default="auto", show_default=True,
               help="auto: continue from the newest checkpoint in --output; none: refuse if there is one; or a path.")

@@ -87,8 +87,9 @@ class QKTap:
         q, k = self.q[:, :, :1], self.k
         if heads is not None:
             q, k = q[:, heads], k[:, heads]
-        logits = (q.float() @ k.float().transpose(-2, -1)) * self.attn.scale
-        return logits.softmax(-1)[:, :, 0, self.prefix:]
+        with torch.autocast(q.device.type, enabled=False):  # fp32 even inside a bf16/fp16 step
+            logits = (q.float() @ k.float().transpose(-2, -1)) * self.attn.scale
+            return logits.softmax(-1)[:, :, 0, self.prefix:]
 
 
 def _concat_heads(x: torch.Tensor) -> torch.Tensor:

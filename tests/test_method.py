@@ -67,7 +67,7 @@ SWITCHES = {  # switch -> what it must change (everything else must stay identic
     "dora.sinkhorn=false": {"maps", "loss", "object"},
     "dora.sk_scale=marginal": {"maps", "loss", "object"},
     "dora.normalize_tokens=false": {"maps", "loss", "object"},
-    "dora.mask=binary": {"loss", "object"},
+    "dora.mask=soft": {"loss", "object"},
     "dora.mask_source=random": {"maps", "loss", "object"},
     "dora.official_quirks=true": {"loss", "local"},  # crop 0 dropped; objects re-weighted in the total only
     "dora.num_objects=3": {"maps", "loss", "object"},
@@ -104,6 +104,39 @@ def test_more_objects_than_heads_needs_a_split_last_block():
     m = _model("dora.num_objects=4", "model.last_block_heads=6")
     out = m(*_batch(), teacher_temp=0.04)
     assert out["maps"].shape[3] == 4 and torch.isfinite(out["loss"])
+
+
+class _Recorder(torch.nn.Module):
+    """A student that records the inputs DoRA.forward gives it."""
+
+    def __init__(self, student: torch.nn.Module):
+        super().__init__()
+        self.student, self.inputs = student, None
+
+    def forward(self, x):
+        self.inputs = x
+        return self.student(x)
+
+
+@pytest.mark.parametrize("v", [1, 2])
+def test_binary_masks_in_forward_threshold_each_frame_view_and_object(v):
+    """The masked views the student sees are X * mask, with the official threshold computed from the
+    tracked maps separately for each frame (and view) and object: mean over batch x patches."""
+    m = _model("dora.mask=binary")
+    with torch.no_grad():  # sharper maps than at random init (as after training), so frames' thresholds differ
+        m.teacher.backbone.blocks[-1].attn.qkv.weight.mul_(10)
+    g, loc = _batch(v)
+    rec = _Recorder(m.student)
+    out = m(g, loc, teacher_temp=0.04, student=rec)
+    maps = out["maps"]  # [B, T, V, k, n]
+    b, t, _, k, n = maps.shape
+    unit = F.normalize(maps, dim=-1)
+    keep = (unit > unit.mean(dim=(0, 4), keepdim=True)).float().reshape(b, t, v, k, 1, 4, 4)
+    expected = g[:, :, :, None] * F.interpolate(keep.reshape(-1, 1, 4, 4), scale_factor=16, mode="nearest").reshape(
+        b, t, v, k, 1, 64, 64)
+    assert torch.equal(rec.inputs[0], expected.flatten(0, 3))
+    per_clip_threshold = (unit > unit.mean(dim=(0, 1, 4), keepdim=True)).float()  # averaged over frames too
+    assert not torch.equal(per_clip_threshold.reshape(keep.shape), keep)  # the case distinguishes the two
 
 
 def _real_clip(t: int, size: int) -> torch.Tensor:

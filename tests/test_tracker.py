@@ -138,3 +138,33 @@ def test_map_statistics():
     assert tracker.mask_coverage(uniform) == pytest.approx(1.0)
     assert tracker.mask_coverage(one_hot) == pytest.approx(0.1)
     assert np.isfinite(float(tracker.map_entropy(torch.zeros(1, 4))))
+
+
+def test_tracker_maths_is_fp32_under_bf16_autocast():
+    """Same q, k, [CLS] attention and tokens: cls_attention, P' (eqs. 2, 4, 5), T' (eq. 6) and the masks
+    under torch.autocast(bf16) equal their fp32 values (in bf16, /eps = 0.05 amplifies rounding 20x)."""
+    from dora.config import ModelCfg
+    from dora.vit import QKTap, create_backbone
+
+    model = create_backbone(ModelCfg(arch="vit_small_patch16_224", depth=1))
+    tap = QKTap(model)
+    g = torch.Generator().manual_seed(0)
+    b, h, n, dh = 2, 6, 196, 64
+    tap.q, tap.k = torch.randn(b, h, n + 1, dh, generator=g), torch.randn(b, h, n + 1, dh, generator=g)
+    tokens = torch.randn(b, n, h * dh, generator=g)
+    keys = torch.randn(b, 8, n, h * dh, generator=g)
+    heads = torch.tensor([4, 0, 2])
+
+    def run() -> list[torch.Tensor]:
+        attn = tap.cls_attention(heads)
+        protos = tracker.discover(attn, tap.patch_queries(), tokens, 0.05, 30)
+        maps = tracker.track(protos, keys)
+        return [attn, tracker.pool_prototypes(attn, tap.patch_queries()), protos, maps,
+                tracker.object_masks(maps, (14, 14), (224, 224), "binary")]
+
+    ref = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run()
+    for name, r, x in zip(["cls_attention", "P", "P'", "T'", "masks"], ref, got, strict=True):
+        assert x.dtype == torch.float32, name
+        assert torch.allclose(x, r, rtol=0, atol=1e-5), (name, float((x - r).abs().max()))

@@ -198,3 +198,33 @@ def test_torchrun_two_processes_on_cpu(main_ds, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert more.returncode == 0, more.stderr[-2000:]
     assert [s for s, _ in _losses(run)] == list(range(1, len(_losses(run)) + 1)) and len(_losses(run)) > len(steps)
+
+
+def test_an_epoch_is_one_clip_per_source_frame_and_schedules_follow(main_ds, tmp_path):
+    """train.epoch_unit=source_frames (the default, the official epoch): clips per epoch = each video's
+    valid starts x fps_source / fps_stored; warm-up and the run length count in those epochs; the
+    start prints clips/epoch, steps/epoch, total steps and time estimates."""
+    from pipeline.clips import ClipSpec, clip_rows
+
+    ds = Dataset(main_ds)
+    stored = source = 0.0
+    for v in ds.videos:
+        tab = ds.table(v["name"])
+        n = len(clip_rows(tab.t, tab.shot, float(v["fps_stored"]), ClipSpec(4, 0.5)))  # smoke.yaml's clips
+        stored, source = stored + n, source + n * float(v["fps_source"]) / float(v["fps_stored"])
+    per_epoch = int(source) // 2  # smoke batch: 2 clips
+    assert per_epoch >= 2 * (int(stored) // 2)  # 25-30 fps sources stored at 10 fps
+    for unit, want in (("source_frames", per_epoch), ("stored_frames", int(stored) // 2)):
+        assert BatchSource([str(main_ds)], load_config(SMOKE, [f"train.epoch_unit={unit}"])).steps_per_epoch() == want
+    run = tmp_path / "run"
+    r = train_cli("--shards", main_ds, "--config", SMOKE, "--output", run, "--quiet", "train.epoch_unit=source_frames",
+                  f"train.epochs={12 / per_epoch!r}", f"optim.warmup_epochs={4 / per_epoch!r}",
+                  "train.checkpoint_every=100", "train.maps_every=100")
+    assert r.returncode == 0, r.stderr
+    assert f"clips/epoch (source_frames) = {per_epoch:,} steps/epoch of 2 x 1 clips" in r.stderr
+    assert "= 12 steps (24 clips); at an assumed 100 clips/s/GPU:" in r.stderr
+    assert "measured " in r.stderr and "clips/s/GPU: the whole run takes" in r.stderr
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [rec["lr"] for rec in recs]
+    assert len(recs) == 12 and int(np.argmax(lrs)) == 4 and lrs[0] == 0.0  # warm-up: 4 steps, in the same unit
+    assert recs[-1]["epoch"] == pytest.approx(12 / per_epoch)
