@@ -10,9 +10,12 @@ from pipeline.errors import InputError
 from pipeline.probe import open_video_stream
 
 
-def iter_frames(path: str, start_s: float, end_s: float | None,
-                threads: int = 0) -> Iterator[tuple[float, av.VideoFrame]]:
+def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0,
+                on_screen_at_start: bool = False) -> Iterator[tuple[float, av.VideoFrame]]:
     """Yield (t, frame) for every decoded frame with start_s <= t < end_s (end_s None: to the end).
+
+    With `on_screen_at_start`, the latest frame with t < start_s (the one on screen at start_s, a held
+    frame) is yielded first when there is one; it lies between the key frame the seek lands on and start_s.
 
     t is the frame's presentation timestamp in seconds (pts * time_base), the one clock of the
     project. The decoder seeks to the key frame at or before start_s and decodes forward; when the
@@ -37,15 +40,22 @@ def iter_frames(path: str, start_s: float, end_s: float | None,
                 back = max(2 * back, 5.0)  # imprecise seek: try again further back
                 continue
             break
+        held: tuple[float, av.VideoFrame] | None = None
         for frame in _chain(first, frames):
             if frame.pts is None:
                 raise InputError(f"{path}: a frame has no timestamp; re-encode the file")
             t = float(frame.pts * tb)
             if t < start_s:
+                held = (t, frame) if on_screen_at_start else None
                 continue
+            if held is not None:
+                yield held
+                held = None
             if end_s is not None and t >= end_s:
                 return
             yield t, frame
+        if held is not None:
+            yield held
     except av.error.FFmpegError as e:
         raise InputError(f"{path}: corrupt video data after t={start_s:.1f}s ({e.strerror}); "
                          "the file is damaged or truncated: download it again") from None

@@ -65,6 +65,17 @@ def slot(t: float, start_s: float, fps: float) -> int:
     return math.floor((t - start_s) * fps + 1e-6)
 
 
+def first_slot(t: float, start_s: float, fps: float) -> int:
+    """Index of the first 1/fps slot whose time start_s + k/fps is >= t: a frame shown from t is on
+    screen at slots first_slot(t), first_slot(t) + 1, ... until the next frame's first slot."""
+    return math.ceil((t - start_s) * fps - 1e-6)
+
+
+def slot_time(k: int, start_s: float, fps: float) -> float:
+    """Time of slot k (the same float in every unit and process)."""
+    return start_s + k / fps
+
+
 @dataclass(frozen=True)
 class WindowGeometry:
     """How a shot's stored frames are cut into samples (windows), in stored-frame counts.
