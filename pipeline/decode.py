@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+from collections import deque
+from collections.abc import Iterable, Iterator
 
 import av
 
 from pipeline.errors import InputError
-from pipeline.probe import open_video_stream
+from pipeline.probe import REENCODE_HINT, open_video_stream
+
+REORDER_WINDOW = 16  # frames: how far a timestamp may sit from its frame in output order
 
 
 def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0,
@@ -18,8 +22,10 @@ def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0
     frame) is yielded first when there is one; it lies between the key frame the seek lands on and start_s.
 
     t is the frame's presentation timestamp in seconds (pts * time_base), the one clock of the
-    project. The decoder seeks to the key frame at or before start_s and decodes forward; when the
-    container seeks imprecisely and lands after start_s, it seeks again further back.
+    project, placed as players place it (`placed_in_time`): when a container labels frames out of
+    order, the decoder's output order is kept and the labels are handed out in sorted order. The
+    decoder seeks to the key frame at or before start_s and decodes forward; when the container
+    seeks imprecisely and lands after start_s, it seeks again further back.
     """
     container, stream = open_video_stream(path)
     stream.thread_type = "AUTO"
@@ -41,9 +47,7 @@ def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0
                 continue
             break
         held: tuple[float, av.VideoFrame] | None = None
-        for frame in _chain(first, frames):
-            if frame.pts is None:
-                raise InputError(f"{path}: a frame has no timestamp; re-encode the file")
+        for frame in placed_in_time(_chain(first, frames), path, tb):
             t = float(frame.pts * tb)
             if t < start_s:
                 held = (t, frame) if on_screen_at_start else None
@@ -66,3 +70,41 @@ def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0
 def _chain(first, rest):
     yield first
     yield from rest
+
+
+def placed_in_time(frames: Iterable[av.VideoFrame], path: str, tb, window: int = REORDER_WINDOW
+                   ) -> Iterator[av.VideoFrame]:
+    """Frames in decoder output order, each given the smallest timestamp not yet handed out.
+
+    Decoders output frames in display order, but some containers label them out of order (AVI with
+    packed B-frames: pts 1, 2, 3, 5, 4, 6, ...). Among the next `window` frames, the n-th output frame
+    gets the n-th smallest label, so a label permutation local to `window` frames is undone and a
+    well-ordered stream is unchanged. A label that is still out of order after that (or repeated)
+    means frames cannot be placed in time: InputError, naming the spot.
+    """
+    pending: deque[av.VideoFrame] = deque()
+    labels: list[int] = []
+    last: int | None = None
+    n = 0
+
+    def emit() -> av.VideoFrame:
+        nonlocal last, n
+        frame, pts = pending.popleft(), heapq.heappop(labels)
+        if last is not None and pts <= last:
+            raise InputError(
+                f"{path}: frame {n} is labelled t={float(pts * tb):.3f}s, not after t={float(last * tb):.3f}s, "
+                f"even allowing frames {window} places out of order: the frames cannot be placed in time; "
+                f"{REENCODE_HINT}")
+        frame.pts, last = pts, pts
+        n += 1
+        return frame
+
+    for frame in frames:
+        if frame.pts is None:
+            raise InputError(f"{path}: a frame has no timestamp; {REENCODE_HINT}")
+        pending.append(frame)
+        heapq.heappush(labels, frame.pts)
+        if len(pending) > window:
+            yield emit()
+    while pending:
+        yield emit()
