@@ -79,31 +79,31 @@ def placed_in_time(frames: Iterable[av.VideoFrame], path: str, tb, window: int =
     Decoders output frames in display order, but some containers label them out of order (AVI with
     packed B-frames: pts 1, 2, 3, 5, 4, 6, ...). Among the next `window` frames, the n-th output frame
     gets the n-th smallest label, so a label permutation local to `window` frames is undone and a
-    well-ordered stream is unchanged. A label that is still out of order after that (or repeated)
-    means frames cannot be placed in time: InputError, naming the spot.
+    well-ordered stream is unchanged. A label that lands more than `window` frames from the frame that
+    carried it, or a repeated label, means frames cannot be placed in time: InputError, naming the spot.
     """
     pending: deque[av.VideoFrame] = deque()
-    labels: list[int] = []
+    labels: list[tuple[int, int]] = []  # (pts, position in output order of the frame that carried it)
     last: int | None = None
     n = 0
 
     def emit() -> av.VideoFrame:
         nonlocal last, n
-        frame, pts = pending.popleft(), heapq.heappop(labels)
-        if last is not None and pts <= last:
+        frame, (pts, came) = pending.popleft(), heapq.heappop(labels)
+        if abs(came - n) > window or (last is not None and pts <= last):
             raise InputError(
-                f"{path}: frame {n} is labelled t={float(pts * tb):.3f}s, not after t={float(last * tb):.3f}s, "
-                f"even allowing frames {window} places out of order: the frames cannot be placed in time; "
-                f"{REENCODE_HINT}")
+                f"{path}: the frame labelled t={float(pts * tb):.3f}s comes {came - n:+d} frames from its place "
+                f"in display order (repeated or beyond a {window}-frame reorder window): the frames cannot be "
+                f"placed in time; {REENCODE_HINT}")
         frame.pts, last = pts, pts
         n += 1
         return frame
 
-    for frame in frames:
+    for k, frame in enumerate(frames):
         if frame.pts is None:
             raise InputError(f"{path}: a frame has no timestamp; {REENCODE_HINT}")
         pending.append(frame)
-        heapq.heappush(labels, frame.pts)
+        heapq.heappush(labels, (frame.pts, k))
         if len(pending) > window:
             yield emit()
     while pending:

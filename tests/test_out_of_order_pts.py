@@ -68,7 +68,7 @@ def test_shards_with_exact_cuts_and_right_pieces(tmp_path, relabelled):
 
 def test_frames_that_cannot_be_placed_are_refused_in_one_line(tmp_path):
     path = tmp_path / "broken.mkv"
-    make_relabelled_mpeg4(path, swap=(40, 140))  # a label 100 frames from its place
+    make_relabelled_mpeg4(path, late=40)  # one label 12 s after the end
     r = run_cli("shard", path, "--out", tmp_path / "out", "--quiet")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr

@@ -85,12 +85,12 @@ def make_concat(path: Path, vfr: bool = False) -> list[float]:
     return [times[i] for i in starts]
 
 
-def make_relabelled_mpeg4(path: Path, swap: tuple[int, int] | None = None) -> list[float]:
+def make_relabelled_mpeg4(path: Path, late: int | None = None) -> list[float]:
     """The concatenated video as MPEG-4 Part 2 with B-frames (25 fps) in Matroska, each packet labelled
     with its decode-order position (as AVI chunks are): frames decode in display order, their pts do not
     (0, 2, 3, 1, 5, 6, 4, ... frame periods). Returns the true cut times (s).
 
-    `swap` exchanges the labels of two packets (far apart: frames that cannot be placed in time).
+    `late`: that packet is labelled 12 s after the end (a frame that cannot be placed in time).
     """
     frames, starts = concat_frames()
     tb = Fraction(1, 25)
@@ -107,14 +107,14 @@ def make_relabelled_mpeg4(path: Path, swap: tuple[int, int] | None = None) -> li
         packets += [(bytes(p), p.is_keyframe) for p in s.encode()]
     path.with_suffix(".tmp.avi").unlink(missing_ok=True)
     labels = list(range(len(packets)))
-    if swap is not None:
-        labels[swap[0]], labels[swap[1]] = labels[swap[1]], labels[swap[0]]
+    if late is not None:
+        labels[late] += 300
     with av.open(str(path), "w", format="matroska") as out:
         st = out.add_stream("mpeg4", rate=25)
         st.width, st.height, st.time_base = frames[0].shape[1], frames[0].shape[0], tb
-        for (data, key), label in zip(packets, labels, strict=True):
+        for i, ((data, key), label) in enumerate(zip(packets, labels, strict=True)):
             p = av.Packet(data)
-            p.pts = p.dts = label
+            p.pts, p.dts = label, i
             p.time_base, p.stream, p.is_keyframe = tb, st, key
             out.mux(p)
     return [i / 25 for i in starts]
