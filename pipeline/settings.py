@@ -72,8 +72,9 @@ def first_slot(t: float, start_s: float, fps: float) -> int:
 
 
 def slot_time(k: int, start_s: float, fps: float) -> float:
-    """Time of slot k (the same float in every unit and process)."""
-    return start_s + k / fps
+    """Time of slot k (the same float in every unit and process), rounded to the nanosecond so that a
+    slot that falls on a frame's or cut's time (pts * time_base) compares equal to it."""
+    return round(start_s + k / fps, 9)
 
 
 @dataclass(frozen=True)

@@ -1,40 +1,63 @@
-"""Frames decoded in display order whose container timestamps are not (AVI-style packed B-frames).
+"""Frames decoded in display order whose container timestamps are not (packed B-frames).
 
-The file built here (tests/videos.py make_relabelled_mpeg4) is real MPEG-4 Part 2 with two B-frames,
-remuxed into Matroska with each packet labelled by its decode-order position, as AVI labels chunks:
-the decoder outputs frames in display order carrying labels 0, 2, 3, 1, 5, 6, 4, ... (x 40 ms).
-This ffmpeg cannot write packed B-frames (DivX "packed bitstream" plus N-VOP placeholders; it only
-has the mpeg4_unpack_bframes filter), and building that bitstream by hand was not attempted, so this
-relabelled remux is the stand-in: for the decoder output it gives the same property, timestamps out
-of order by a few frames while the pictures are in order.
+Two real MPEG-4 Part 2 files of the concatenated video (known cut times), built in tests/videos.py:
+- `make_packed_avi`: a DivX-style AVI with packed B-frames, built from PyAV's unpacked mpeg4 packets
+  (each I/P-VOP packed with the next B-VOP in one chunk, a not-coded VOP placeholder chunk after it,
+  `DivX503b1393p` user data). This ffmpeg cannot write that layout itself. ffmpeg warns about
+  'packed B-frames' and decodes the same pictures in display order with labels 1, 3, 2, 5, 4, ...
+- `make_relabelled_mpeg4`: two B-frames remuxed into Matroska, each packet labelled with its
+  decode-order position: labels 0, 2, 3, 1, 5, 6, 4, ... (a wider permutation).
 """
 
 from __future__ import annotations
 
 import io
+import re
+import subprocess
 
 import av
+import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.decode import iter_frames
 from pipeline.manifest import Dataset
 from tests.conftest import run_cli
-from tests.videos import concat_frames, decode_all, make_relabelled_mpeg4
+from tests.videos import concat_frames, decode_all, make_packed_avi, make_relabelled_mpeg4
 
 
-@pytest.fixture(scope="module")
-def relabelled(tmp_path_factory):
+@pytest.fixture(scope="module", params=["packed", "relabelled"])
+def relabelled(tmp_path_factory, request):
+    if request.param == "packed":
+        path = tmp_path_factory.mktemp("ooo") / "movie.avi"
+        return path, make_packed_avi(path)
     path = tmp_path_factory.mktemp("ooo") / "movie.mkv"
     return path, make_relabelled_mpeg4(path)
+
+
+def _ffmpeg_times(path) -> tuple[list[float], str]:
+    """Frame times as ffmpeg itself places them (showinfo after the decoder's timestamp guessing)."""
+    r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path), "-vf", "showinfo",
+                        "-f", "null", "-"], capture_output=True, text=True, check=True)
+    return [float(x) for x in re.findall(r"pts_time:\s*([0-9.]+)", r.stderr)], r.stderr
 
 
 def test_file_really_has_out_of_order_pts(relabelled):
     path, _ = relabelled
     with av.open(str(path)) as c:
         pts = [int(f.pts) for f in c.decode(video=0)]
-    assert len(pts) == 285 and sorted(pts) == [40 * i for i in range(285)]
-    assert pts[:7] == [0, 80, 120, 40, 200, 240, 160]  # display order, labels out of order
+    assert len(pts) == 285 and pts != sorted(pts) and len(set(pts)) == 285
+    ours = [t for t, _ in iter_frames(str(path), 0.0, None)]
+    assert np.all(np.diff(ours) > 0)
+    if path.suffix == ".avi":
+        assert pts[:6] == [1, 3, 2, 5, 4, 7]
+        ff, log = _ffmpeg_times(path)
+        assert "packed B-frames" in log
+        assert np.allclose(ours, ff)  # placed as ffmpeg places them
+    else:
+        assert pts[:7] == [0, 80, 120, 40, 200, 240, 160]  # display order, labels out of order
+        assert np.allclose(ours, np.arange(285) * 0.04)
 
 
 def test_shards_with_exact_cuts_and_right_pieces(tmp_path, relabelled):
@@ -50,15 +73,15 @@ def test_shards_with_exact_cuts_and_right_pieces(tmp_path, relabelled):
     ds = Dataset(outs[0])
     found = np.array(ds.videos[0]["shots"])[1:, 0]
     assert len(found) == len(cuts) and np.all(np.abs(found - cuts) <= 0.04 + 1e-6), (found, cuts)
-    tab = ds.table("movie")
+    tab = ds.table(ds.videos[0]["name"])
     frames, starts = concat_frames()
     piece_of_source = np.searchsorted(starts, np.arange(len(frames)), side="right")
-    assert np.array_equal(tab.index, np.floor(tab.t * 25 + 1e-6).astype(int))
+    assert np.array_equal(tab.index, np.floor((tab.t - tab.t[0]) * 25 + 1e-6).astype(int))
     _, decoded = decode_all(path)  # display order
     for row in range(len(tab)):
         k = int(tab.index[row])
         assert tab.shot[row] == piece_of_source[k] == int(np.searchsorted(cuts, tab.t[row], side="right"))
-        stored = np.asarray(Image.open(io.BytesIO(ds.read_frame("movie", row))).convert("RGB"), float)
+        stored = np.asarray(Image.open(io.BytesIO(ds.read_frame(ds.videos[0]["name"], row))).convert("RGB"), float)
         near = range(max(0, k - 3), min(len(frames), k + 4))
         errs = {j: np.abs(stored - decoded[j]).mean() for j in near}
         best = min(errs, key=errs.get)  # neighbours of a still shot may tie within JPEG noise
