@@ -167,7 +167,8 @@ def verify(out: Path, as_json: bool, sample: float) -> None:
         click.echo(json.dumps(report))
     else:
         click.echo(f"{'OK' if report['ok'] else 'FAILED'}: {report['shards']} shards, {report['samples']} samples, "
-                   f"{report['frames']} frames ({report['distinct_frames']} distinct), "
+                   f"{report['frames']} frames ({report['distinct_frames']} distinct, "
+                   f"{report['held_slots']} of them held frames repeated in a 1/fps slot), "
                    f"duplication {report['duplication']:.3f}, {report['jpegs_checked']} JPEGs decoded")
         for e in report["errors"]:
             click.echo(f"  {e}")

@@ -138,16 +138,12 @@ def process_unit(unit: Unit, info: VideoInfo, settings: ShardSettings, writer: U
     ka = first_slot(a, t0, fps)  # first slot of the unit; kb: first slot after it
     kb = None if b is None else first_slot(b, t0, fps)
     grid = _Grid(sink, ka, kb, t0, fps, size, detector is not None)
-    prev_t: float | None = None
     n_in_unit = 0
     last_t, last_dt = None, 0.0
     unreported = n_after = 0
     try:
         for t, frame in iter_frames(info.path, decode_from, None if b is None else b + settings.margin_s,
                                     threads=threads, on_screen_at_start=True):
-            if prev_t is not None and t <= prev_t:
-                raise InputError(f"{info.path}: timestamps go backwards at t={t:.3f}s; re-encode the file")
-            prev_t = t
             if t >= decode_from:  # the frame on screen at decode_from is not a cut-detector input
                 cuts.feed(frame)
             inside = t >= a and (b is None or t < b)
