@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 
+import av
+import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
@@ -103,3 +106,30 @@ def test_faces_on_held_frames_do_not_depend_on_units(tmp_path):
     assert np.all(tab.faces[held] == tab.faces[held[0]]) and tab.faces[held[0]] >= 1
     assert np.all(tab.blurred[held] >= 1)
     assert (outs[0] / "shards/shard-000000.tar").read_bytes() == (outs[1] / "shards/shard-000000.tar").read_bytes()
+
+
+def test_cinepak_avi_with_repeat_entries(tmp_path):
+    """The issue's case: an AVI whose index holds empty "repeat the previous frame" entries (ffmpeg's AVI
+    muxer writes one per missing 1/25 s tick). The decoder returns only the coded frames; the grid is
+    still complete and `clips` finds the 8.3 s shot long enough for 8 frames 1 s apart."""
+    _, frames = decode_all(sample_video("bikes.mp4"), (96, 64))
+    pts = [40 * i for i in range(4)] + [3000 + 40 * i for i in range(4)] + [7000 + 40 * i for i in range(4)]
+    vfr = tmp_path / "vfr.mp4"
+    encode(vfr, frames[137:149], pts, options={"crf": "18", "preset": "fast"})
+    src = tmp_path / "cinepak.avi"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(vfr), "-fps_mode", "passthrough",
+                    "-enc_time_base", "1/25", "-c:v", "cinepak", str(src)], check=True)
+    with av.open(str(src)) as c:
+        declared = c.streams.video[0].frames
+        times = np.array([float(f.pts * f.time_base) for f in c.decode(video=0)])
+    assert len(times) == 12 and declared == 7000 // 40 + 4  # 176 index entries, 164 of them empty
+    out = _shard(tmp_path, src, "2")
+    ds = Dataset(out)
+    tab, video = ds.table("cinepak"), ds.videos[0]
+    n_slots = int(np.ceil((times[-1] + 0.04) * FPS - 1e-6))
+    assert len(tab) == n_slots == video["n_frames"]  # old code: 4 rows
+    on_screen = np.searchsorted(times, np.arange(n_slots) / FPS + 1e-6, side="right") - 1
+    assert np.array_equal(tab.index, on_screen)
+    assert video["n_held_slots"] == n_slots - len(set(on_screen.tolist())) == 64
+    r = run_cli("clips", out, "--n", "2")
+    assert r.returncode == 0, r.stderr
