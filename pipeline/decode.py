@@ -11,7 +11,7 @@ import av
 from pipeline.errors import InputError
 from pipeline.probe import REENCODE_HINT, open_video_stream
 
-REORDER_WINDOW = 16  # frames: how far a timestamp may sit from its frame in output order
+REORDER_WINDOW = 8  # frames: how far a timestamp may sit from its frame in output order (memory: 8 frames)
 
 
 def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0,
