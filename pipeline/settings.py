@@ -61,7 +61,8 @@ def stored_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def slot(t: float, start_s: float, fps: float) -> int:
-    """Index of the 1/fps time slot that holds t; the first frame in each slot is stored."""
+    """Index of the 1/fps time slot [start_s + k/fps, start_s + (k+1)/fps) that holds t (used by
+    `analyze`'s frame sampling; `shard` stores the frame on screen at each slot time, see first_slot)."""
     return math.floor((t - start_s) * fps + 1e-6)
 
 
