@@ -182,6 +182,7 @@ def _video_entry(out: Path, v: _Video, geometry: WindowGeometry) -> dict:
         "fps_source": info["fps"], "fps_stored": min(meta["settings_fps"], info["fps"]),
         "size": meta["stored_size"], "source_size": [info["width"], info["height"]],
         "n_frames": len(tab), "n_source_frames": v.n_source_frames,
+        "n_held_slots": int((np.diff(tab.index) == 0).sum()) if len(tab) else 0,
         "shots": tab.shots.tolist(), "n_windows": len(v.windows),
         "faces_blurred": int(tab.blurred.sum()), "frames_with_faces": int((tab.faces > 0).sum()),
         "frame_bytes": int(tab.size.sum()), "frames_table": f"frames/{meta['name']}.npz",

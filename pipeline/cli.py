@@ -173,7 +173,8 @@ def verify(out: Path, as_json: bool, sample: float) -> None:
         click.echo(json.dumps(report))
     else:
         click.echo(f"{'OK' if report['ok'] else 'FAILED'}: {report['shards']} shards, {report['samples']} samples, "
-                   f"{report['frames']} frames ({report['distinct_frames']} distinct), "
+                   f"{report['frames']} frames ({report['distinct_frames']} distinct, "
+                   f"{report['held_slots']} of them held frames repeated in a 1/fps slot), "
                    f"duplication {report['duplication']:.3f}, {report['jpegs_checked']} JPEGs decoded")
         for e in report["errors"]:
             click.echo(f"  {e}")
@@ -200,7 +201,11 @@ def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: boo
     spec = ClipSpec(clip_frames or st["clip_frames"], clip_stride_s or st["clip_stride_s"])
     sampler = ClipSampler([ds], spec, seed=seed)
     if len(sampler) == 0:
-        raise InputError(f"{out}: no shot is long enough for a clip of {spec.frames} frames {spec.stride_s}s apart; "
+        span = (spec.frames - 1) * spec.stride_s
+        shots = [(e - s, v["name"]) for v in ds.videos for s, e in v["shots"]] or [(0.0, "-")]
+        longest, video = max(shots)
+        raise InputError(f"{out}: no shot is long enough for a clip of {spec.frames} frames {spec.stride_s}s apart "
+                         f"(it spans {span:.1f} s of one shot; the longest shot is {longest:.1f} s, in {video}); "
                          "use fewer --clip-frames or a smaller --clip-stride-s")
     drawn = [sampler.clip(i) for i in range(n)]
     for c in drawn:

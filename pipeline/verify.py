@@ -102,5 +102,6 @@ def verify(root: Path, sample: float = 0.05, seed: int = 0, quiet: bool = False)
                 errors.append(str(e))
     duplication = totals["frame_bytes"] / distinct_bytes if distinct_bytes else 0.0
     return {"ok": not errors, "shards": len(ds.shards), "samples": totals["samples"], "frames": totals["frames"],
-            "distinct_frames": distinct_frames, "videos": len(ds.videos), "duplication": round(duplication, 4),
+            "distinct_frames": distinct_frames, "held_slots": sum(v.get("n_held_slots", 0) for v in ds.videos),
+            "videos": len(ds.videos), "duplication": round(duplication, 4),
             "jpegs_checked": totals["jpegs_checked"], "pending": ds.meta.get("pending", []), "errors": errors}

@@ -83,3 +83,100 @@ def make_concat(path: Path, vfr: bool = False) -> list[float]:
             pts.append(pts[-1] + steps[i % len(steps)])
     times = encode(path, frames, pts)
     return [times[i] for i in starts]
+
+
+def make_relabelled_mpeg4(path: Path, late: int | None = None) -> list[float]:
+    """The concatenated video as MPEG-4 Part 2 with B-frames (25 fps) in Matroska, each packet labelled
+    with its decode-order position (as AVI chunks are): frames decode in display order, their pts do not
+    (0, 2, 3, 1, 5, 6, 4, ... frame periods). Returns the true cut times (s).
+
+    `late`: that packet is labelled 12 s after the end (a frame that cannot be placed in time).
+    """
+    frames, starts = concat_frames()
+    tb = Fraction(1, 25)
+    packets = []
+    with av.open(str(path.with_suffix(".tmp.avi")), "w") as tmp:  # the encoder needs an open container
+        s = tmp.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        s.codec_context.time_base = tb
+        s.options = {"bf": "2", "qscale": "3"}
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, tb
+            packets += [(bytes(p), p.is_keyframe) for p in s.encode(f)]
+        packets += [(bytes(p), p.is_keyframe) for p in s.encode()]
+    path.with_suffix(".tmp.avi").unlink(missing_ok=True)
+    labels = list(range(len(packets)))
+    if late is not None:
+        labels[late] += 300
+    with av.open(str(path), "w", format="matroska") as out:
+        st = out.add_stream("mpeg4", rate=25)
+        st.width, st.height, st.time_base = frames[0].shape[1], frames[0].shape[0], tb
+        for i, ((data, key), label) in enumerate(zip(packets, labels, strict=True)):
+            p = av.Packet(data)
+            p.pts, p.dts = label, i
+            p.time_base, p.stream, p.is_keyframe = tb, st, key
+            out.mux(p)
+    return [i / 25 for i in starts]
+
+
+def _vop_type(data: bytes) -> str:
+    """'I', 'P', 'B' or 'S' of the first VOP (start code 00 00 01 B6) in an MPEG-4 Part 2 packet."""
+    return "IPBS"[data[data.index(b"\x00\x00\x01\xb6") + 4] >> 6]
+
+
+def _n_vop(k: int, resolution: int = 25) -> bytes:
+    """A not-coded P-VOP (vop_coded = 0): DivX's placeholder chunk after a packed pair (6 bytes)."""
+    bits = "01" + "0" + "1" + format(k % resolution, f"0{(resolution - 1).bit_length()}b") + "1" + "0"
+    bits += "0" + "1" * ((-len(bits) - 1) % 8)  # next_start_code() stuffing
+    return b"\x00\x00\x01\xb6" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def make_packed_avi(path: Path) -> list[float]:
+    """The concatenated video as a DivX-style AVI with packed B-frames; returns its true cut times (s).
+
+    MPEG-4 Part 2 (one B-frame, 25 fps) is encoded with PyAV; its packets (decode order I0 P2 B1 P4
+    B3 ...) are then packed as DivX does: each I/P-VOP shares an AVI chunk with the B-VOP after it,
+    followed by a not-coded VOP placeholder chunk, and user data `DivX503b1393p` marks the stream as
+    packed. ffmpeg decodes it (warning about 'packed B-frames') into the same pictures in display
+    order, but the frames carry chunk labels out of order (1, 3, 2, 5, 4, ...), as in the issue.
+    """
+    frames, starts = concat_frames()
+    tb = Fraction(1, 25)
+    packets = []
+    with av.open(str(path.with_suffix(".tmp.avi")), "w") as tmp:
+        s = tmp.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        s.codec_context.time_base = tb
+        s.options = {"bf": "1", "qscale": "3"}
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, tb
+            packets += [(bytes(p), p.is_keyframe) for p in s.encode(f)]
+        packets += [(bytes(p), p.is_keyframe) for p in s.encode()]
+    path.with_suffix(".tmp.avi").unlink(missing_ok=True)
+    for n, (data, key) in enumerate(packets):  # DivX repeats its user data in every key frame
+        if key:
+            j = data.index(b"\x00\x00\x01\xb6")
+            packets[n] = (data[:j] + b"\x00\x00\x01\xb2DivX503b1393p" + data[j:], True)
+    chunks: list[tuple[bytes, bool]] = []
+    i = 0
+    while i < len(packets):
+        data, key = packets[i]
+        if _vop_type(data) in "IP" and i + 1 < len(packets) and _vop_type(packets[i + 1][0]) == "B":
+            chunks += [(data + packets[i + 1][0], key), (_n_vop(len(chunks) + 1), False)]
+            i += 2
+        else:
+            chunks.append((data, key))
+            i += 1
+    with av.open(str(path), "w", format="avi") as out:
+        st = out.add_stream("mpeg4", rate=25)
+        st.width, st.height, st.time_base, st.codec_tag = frames[0].shape[1], frames[0].shape[0], tb, "XVID"
+        for k, (data, key) in enumerate(chunks):
+            p = av.Packet(data)
+            p.pts = p.dts = k
+            p.time_base, p.stream, p.is_keyframe = tb, st, key
+            out.mux(p)
+    with av.open(str(path)) as c:  # frames in display order; their true times are the labels, sorted
+        times = sorted(float(f.pts * f.time_base) for f in c.decode(video=0))
+    return [times[i] for i in starts]
