@@ -127,7 +127,7 @@ class Trainer:
                 self.model.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.train.compile:
             self.student = torch.compile(self.student)
-        self.opt = build_optimizer(cfg.optim.optimizer, self.model.student)
+        self.opt = build_optimizer(cfg.optim.optimizer, self.model.student, cfg.optim.decay_head_gain)
         amp = self.device.type == "cuda" and cfg.train.precision != "fp32"
         self.autocast_dtype = torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16
         self.amp = amp
