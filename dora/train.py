@@ -115,7 +115,7 @@ class Trainer:
         self.total = max(1, round(cfg.train.epochs * self.iters_per_epoch))
         self.global_batch = cfg.train.batch_size * self.world
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        self.model = DoRA(cfg).to(self.device).train()
+        self.model = DoRA(cfg, self.rank).to(self.device).train()
         torch.manual_seed(cfg.train.seed + self.rank)
         if cfg.model.init:  # official DoRA/DINO or exported weights; a resumed checkpoint overrides them
             w = ckpt.backbone_weights(ckpt.load(Path(cfg.model.init)))
@@ -235,7 +235,7 @@ class Trainer:
                                 f"{cfg.train.max_bad_fraction}), e.g. {batch.errors[:1]}; run `dora-data verify`")
         amp = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.amp else contextlib.nullcontext()
         with amp:
-            out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, student=self.student)
+            out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, student=self.student, step=self.step)
         loss = out["loss"]
         if not _all_finite(loss):
             last = ckpt.latest(self.run)
