@@ -17,6 +17,7 @@ from dora import checkpoint as ckpt
 from dora import tracker
 from dora.batches import BatchSource
 from dora.config import Config
+from dora.images import ImageSource
 from dora.loader import Loader, choose_backend, render_host_batch
 from dora.method import DoRA
 from dora.monitor import Monitor
@@ -97,8 +98,10 @@ def _all_finite(loss: torch.Tensor) -> bool:
 
 
 class Trainer:
-    def __init__(self, shards: list[str], cfg: Config, run: Path, resume: str = "auto", quiet: bool = False):
-        for s in shards:
+    def __init__(self, shards: list[str], cfg: Config, run: Path, resume: str = "auto", quiet: bool = False,
+                 images: str | None = None):
+        self.images = str(images) if images else None  # DoRA⋆ (appendix D): an image folder instead of shards
+        for s in [] if self.images else shards:
             if not (Path(s) / "dataset.json").exists():
                 raise InputError(f"{s}: not a shard folder (no dataset.json); "
                                  f"make one with `dora-data shard --out {s}`")
@@ -110,7 +113,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.source = BatchSource(self.shards, cfg, self.rank, self.world)
+        self.source = self._source(self.rank, self.world)
         self.iters_per_epoch = self.source.steps_per_epoch()
         self.total = max(1, round(cfg.train.epochs * self.iters_per_epoch))
         self.global_batch = cfg.train.batch_size * self.world
@@ -134,6 +137,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if amp and cfg.train.precision == "fp16" else None
         self.step, self.bad, self.seen = 0, 0, 0
         self._resume(resume)
+
+    def _source(self, rank: int, world: int) -> BatchSource | ImageSource:
+        if self.images:
+            return ImageSource(self.images, self.cfg, rank, world)
+        return BatchSource(self.shards, self.cfg, rank, world)
 
     def _resume(self, resume: str) -> None:
         path = None
@@ -162,7 +170,8 @@ class Trainer:
         rng = _gather(_rng_state(self.model), self.world)
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng, "bad": self.bad,
-                "seen": self.seen, "config": self.cfg.to_dict(), "shards": self.shards, "world": self.world,
+                "seen": self.seen, "config": self.cfg.to_dict(), "shards": self.shards, "images": self.images,
+                "world": self.world,
                 "next_batch": self.step, "iters_per_epoch": self.iters_per_epoch}
 
     def _save(self) -> Path | None:
@@ -171,7 +180,7 @@ class Trainer:
 
     def _fixed_clip(self) -> torch.Tensor:
         """View 0 of the first clip of batch 0 (rank 0's stream): the clip shown in every tracking PNG."""
-        hb = BatchSource(self.shards, self.cfg, 0, 1)(0)
+        hb = self._source(0, 1)(0)
         return render_host_batch(hb, self.cfg)["globals"][:1, :, :1].to(self.device)
 
     @torch.no_grad()
