@@ -67,6 +67,7 @@ class LossCfg:
 class DataCfg:
     clip_frames: int = 8  # T
     clip_stride_s: float = 1.0
+    clip_within_shot: bool = True  # no clip crosses a shot cut (paper's Table 6b "†") | false: official loader
     precrop_size: int = 300
     precrop_scale: tuple[float, float] = (0.2, 1.0)
     precrop_per_clip: bool = True  # one pre-crop for all frames of a clip

@@ -25,7 +25,7 @@ OFFICIAL = ROOT / "configs" / "dora_vits16_official.yaml"
 def test_official_config_turns_on_the_official_behaviours():
     cfg = load_config(OFFICIAL)
     assert cfg.data.local_flip is False and cfg.model.pos_embed_resample == "dino"
-    assert cfg.optim.decay_head_gain is True
+    assert cfg.optim.decay_head_gain is True and cfg.data.clip_within_shot is False
     assert load_config(None).data.local_flip is True  # DINO's multi-crop flips local crops
 
 
@@ -45,6 +45,22 @@ def test_local_flip_off_never_mirrors_local_crops(main_ds, backend):
     fl = torch.from_numpy(flips)
     assert torch.allclose(b.locals_[~fl], a.locals_[~fl], atol=1e-6)
     assert torch.allclose(b.locals_[fl], a.locals_[fl].flip(-1), atol=1e-6)
+
+
+def test_clips_cross_shot_cuts_only_when_asked(main_ds):
+    """The official loader starts a clip at any frame, across cuts; ours stays inside a shot unless
+    data.clip_within_shot=false."""
+    spans = {}
+    for within in (True, False):
+        sampler = BatchSource([str(main_ds)], load_config(SMOKE, [f"data.clip_within_shot={within}"])).sampler
+        crossing = 0
+        for row in sampler.starts:
+            d, video = sampler.videos[int(row[0])]
+            shots = sampler.datasets[d].table(video).shot[row[1:]]
+            crossing += int(len(set(shots.tolist())) > 1)
+        spans[within] = (len(sampler.starts), crossing)
+    assert spans[True][1] == 0 and spans[False][1] > 0
+    assert spans[False][0] == spans[True][0] + spans[False][1]
 
 
 def _batch(v: int = 1):
