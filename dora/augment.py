@@ -6,8 +6,9 @@ batch composition or timing: that is what makes resume exact.
 
 Geometry (appendix B.2; official table in docs/DEVIATIONS.md): a RandomResizedCrop pre-crop of the
 frame (scale 0.2-1), seen as a precrop_size square; global crops (scale 0.4-1, flip) and local
-crops (scale 0.05-0.4, flip) are taken inside it. All crops are composed into one box in source
-pixels, so each view is a single resample of the stored frame.
+crops (scale 0.05-0.4, flip unless data.local_flip is false, as in the official code) are taken
+inside it; flips are drawn either way, so that switch changes nothing else. All crops are composed
+into one box in source pixels, so each view is a single resample of the stored frame.
 Photometry (DINO): colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8 applied in a fixed order
 (brightness, contrast, saturation, hue), grayscale p 0.2, Gaussian blur sigma 0.1-2 with
 probabilities data.global_blur_p per global view (DINO: 1.0, 0.1) and data.local_blur_p (0.5),
@@ -108,6 +109,7 @@ def draw_clip(rng: np.random.Generator, frame_size: tuple[int, int], t: int, vie
     else:
         one = [random_resized_crop(rng, side, side, cfg.local_scale) for _ in range(m)]
         lboxes, lflip = [one] * t, np.repeat((rng.random(m) < 0.5)[None], t, 0)
+    lflip = lflip & cfg.local_flip
     local_box = np.stack([[_inside(pre[f], lboxes[f][j], side) for j in range(m)] for f in range(t)]).reshape(t, m, 4)
     color = np.zeros((t, views + m, 4))
     blur = np.zeros((t, views + m))

@@ -56,7 +56,7 @@ class BatchSource:
     @property
     def sampler(self) -> ClipSampler:
         if self._sampler is None:
-            spec = ClipSpec(self.cfg.data.clip_frames, self.cfg.data.clip_stride_s)
+            spec = ClipSpec(self.cfg.data.clip_frames, self.cfg.data.clip_stride_s, self.cfg.data.clip_within_shot)
             self._sampler = ClipSampler([Dataset(d) for d in self.shard_dirs], spec, self.cfg.train.seed,
                                         self.rank, self.world)
             if len(self._sampler) < self.cfg.train.batch_size:

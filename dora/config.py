@@ -35,6 +35,7 @@ class ModelCfg:
     norm_last_layer: bool = False
     last_block_heads: int | None = None  # appendix B.2: split the last block's q/k into more heads (k > h)
     init: str | None = None  # start from these backbone weights (our checkpoint, export, or official DoRA/DINO)
+    pos_embed_resample: str = "timm"  # timm: antialiased bicubic to the grid | dino: DINO/official (+0.1, no antialias)
 
 
 @dataclass
@@ -47,7 +48,8 @@ class DoRACfg:
     sk_scale: str = "assignment"  # assignment: each patch's column sums to 1 | marginal: eq. 4 literally
     normalize_tokens: bool = True  # L2-normalise Z~ before eq. 4/5 (as the official code does)
     mask: str = "binary"  # binary: official threshold at the mean (what the paper's numbers used) | soft: experimental
-    mask_source: str = "object"  # object (eq. 7) | random (block-wise, Table 2c)
+    mask_source: str = "object"  # object (eq. 7) | random (block-wise masks, no SK/tracking) | random_prototypes
+    #   (random blocks replace A_I in eq. 2, then SK or not, tracking and eq. 7: Table 2c's SK x random rows)
     global_views: int = 2  # paper: 2 views, loss across u != v | official: 1 view, teacher unmasked
     official_quirks: bool = False  # official bugs: local crop 0 unused, per-object loss not reset
 
@@ -65,6 +67,7 @@ class LossCfg:
 class DataCfg:
     clip_frames: int = 8  # T
     clip_stride_s: float = 1.0
+    clip_within_shot: bool = True  # no clip crosses a shot cut (paper's Table 6b "†") | false: official loader
     precrop_size: int = 300
     precrop_scale: tuple[float, float] = (0.2, 1.0)
     precrop_per_clip: bool = True  # one pre-crop for all frames of a clip
@@ -74,6 +77,7 @@ class DataCfg:
     local_size: int = 96
     local_scale: tuple[float, float] = (0.05, 0.4)
     local_per_frame: bool = True  # each frame draws its own local crops (official; the paper is silent)
+    local_flip: bool = True  # DINO flips local crops (p 0.5); the official code never does
     color_per_frame: bool = True  # colour jitter, blur, solarisation drawn per frame (official)
     global_blur_p: tuple[float, float] = (1.0, 0.1)  # DINO: view 1, view 2 (official single view: 0.1)
     global_solarize_p: tuple[float, float] = (0.0, 0.2)  # DINO (official: none)
@@ -93,6 +97,7 @@ class OptimCfg:
     clip_grad: float = 3.0  # 0: off
     clip_mode: str = "per_param"  # per_param (DINO) | global
     freeze_last_layer_epochs: float = 1.0
+    decay_head_gain: bool = True  # DINO's rule: the head's weight-norm gain g ([out, 1], 2-D) is weight-decayed
 
 
 @dataclass
@@ -140,9 +145,10 @@ CHOICES = {
     "dora.method": ("dora", "dino"),
     "dora.sk_scale": ("assignment", "marginal"),
     "dora.mask": ("soft", "binary"),
-    "dora.mask_source": ("object", "random"),
+    "dora.mask_source": ("object", "random", "random_prototypes"),
     "dora.global_views": (1, 2),
     "optim.optimizer": ("lars", "adamw"),
+    "model.pos_embed_resample": ("timm", "dino"),
     "optim.clip_mode": ("per_param", "global"),
     "train.precision": ("bf16", "fp16", "fp32"),
     "train.epoch_unit": ("source_frames", "stored_frames"),

@@ -81,8 +81,10 @@ def dora_loss(teacher_probs: torch.Tensor, student_masked: torch.Tensor, student
     """Eq. 10: L = mean over frames of (L^O_t + L^LC_t). Returns the total and both parts.
 
     official_quirks reproduces the official code's arithmetic: local crop 0 unused, the frame loss
-    is (L^O + L^LC)/2, and its accumulator is not reset between objects, so object i's loss
-    re-counts objects < i (weights (k - i) / k after the final division by k).
+    is (L^O + L^LC)/2, and its accumulator is not reset between objects: it is divided by T after
+    each object and added to the total, so object i's term (L^O_i + L^LC)/2, averaged over frames,
+    enters with weight `official_object_weights(k, T)[i]` = (1/k) sum_{j=0}^{k-1-i} T^-j
+    (k = 3, T = 8: 73/192, 72/192, 64/192; (k - i)/k only when T = 1).
     """
     if not official_quirks:
         obj = multi_object_loss(teacher_probs, student_masked, student_temp, cross_view)
@@ -99,6 +101,16 @@ def dora_loss(teacher_probs: torch.Tensor, student_masked: torch.Tensor, student
         frame_loss = frame_loss / obj_i.shape[0]
         total = total + frame_loss
     return {"loss": total / k, "object": torch.stack(per_obj).mean(), "local": loc}
+
+
+def official_object_weights(k: int, t: int) -> list[float]:
+    """Weight of object i's frame-averaged term in the official DoRA loss (k objects, T frames).
+
+    The official loop keeps one accumulator a over objects: a <- (a + sum_t f_i,t) / T, total += a,
+    then total / k. Unrolled, object i counts in the totals of objects i..k-1, divided by T once
+    more for each later object: w_i = (1/k) sum_{j=0}^{k-1-i} T^-j.
+    """
+    return [sum(t ** -j for j in range(k - i)) / k for i in range(k)]
 
 
 def dino_loss(teacher_probs: torch.Tensor, student_global: torch.Tensor, student_local: torch.Tensor,

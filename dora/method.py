@@ -37,9 +37,9 @@ class Embedder(nn.Module):
 
 
 class DoRA(nn.Module):
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, rank: int = 0):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.rank = cfg, rank
         self.student = Embedder(cfg, cfg.model.drop_path)
         self.teacher = Embedder(cfg, 0.0)
         self.teacher.load_state_dict(self.student.state_dict())
@@ -67,9 +67,12 @@ class DoRA(nn.Module):
             bt.copy_(bs)
 
     @torch.no_grad()
-    def track_objects(self, globals_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def track_objects(self, globals_: torch.Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher pass over all global views; returns (teacher logits [B, T, V, K], tracked maps
-        [B, T, V, k, n] (eq. 6, or eq. 3 without SK, or random blocks), the chosen heads)."""
+        [B, T, V, k, n] (eq. 6, or eq. 3 without SK, or random blocks), the chosen heads).
+        Heads and random blocks come from `generator` (default: self.generator)."""
+        gen = generator or self.generator
         b, t, v = globals_.shape[:3]
         d = self.cfg.dora
         with self.tap:
@@ -79,12 +82,16 @@ class DoRA(nn.Module):
             return logits, None, None
         n = toks.shape[1] - self.prefix
         grid = (globals_.shape[-2] // self.patch, globals_.shape[-1] // self.patch)
-        heads = tracker.choose_heads(num_heads(self.teacher.backbone), d.num_objects, self.generator)
+        heads = tracker.choose_heads(num_heads(self.teacher.backbone), d.num_objects, gen)
         if d.mask_source == "random":
-            maps = tracker.random_block_maps((b, t, v * d.num_objects), grid, self.generator)
+            maps = tracker.random_block_maps((b, t, v * d.num_objects), grid, gen)
             return logits, maps.reshape(b, t, v, d.num_objects, n).to(globals_.device), heads
         first = lambda x: x.reshape(b, t, v, *x.shape[1:])[:, 0].flatten(0, 1)  # noqa: E731 (t0 of each view)
-        cls_attn = first(self.tap.cls_attention(heads.to(toks.device)))
+        if d.mask_source == "random_prototypes":  # Table 2c's random rows: random blocks replace A_I in eq. 2
+            blocks = tracker.random_block_maps((b * v, 1, d.num_objects), grid, gen).reshape(b * v, d.num_objects, n)
+            cls_attn = (blocks / blocks.sum(-1, keepdim=True)).to(toks.device)
+        else:
+            cls_attn = first(self.tap.cls_attention(heads.to(toks.device)))
         queries = first(self.tap.patch_queries())
         if d.sinkhorn:
             protos = tracker.discover(cls_attn, queries, first(toks[:, self.prefix:]), d.sk_eps, d.sk_iters,
@@ -96,16 +103,18 @@ class DoRA(nn.Module):
         return logits, maps.reshape(b, v, t, d.num_objects, n).transpose(1, 2), heads
 
     def forward(self, globals_: torch.Tensor, locals_: torch.Tensor, teacher_temp: float,
-                student: nn.Module | None = None) -> dict[str, torch.Tensor]:
+                student: nn.Module | None = None, step: int | None = None) -> dict[str, torch.Tensor]:
         """Loss of a batch of clips (eq. 10 for DoRA, per-frame multi-crop DINO for the baseline).
 
         `student`: the student to run (e.g. wrapped in DistributedDataParallel); default self.student.
+        `step`: the training iteration; heads are then drawn from (train.seed, rank, step).
         """
         student = student or self.student
         b, t, v = globals_.shape[:3]
         m = locals_.shape[2]
         d, temp = self.cfg.dora, self.cfg.loss.student_temp
-        t_logits, maps, heads = self.track_objects(globals_)
+        gen = None if step is None else tracker.step_generator(self.cfg.train.seed, self.rank, step)
+        t_logits, maps, heads = self.track_objects(globals_, gen)
         probs = self.centering.probs(t_logits, teacher_temp)
         if d.method == "dora":
             k = d.num_objects

@@ -27,13 +27,17 @@ def teacher_temp(step: int, iters_per_epoch: int, warmup_temp: float, temp: floa
     return temp if step >= warm else warmup_temp + (temp - warmup_temp) * step / max(1, warm)
 
 
-def param_groups(model: nn.Module) -> list[dict]:
-    """Two groups: weights with weight decay; biases and 1-D parameters (norms, g of weight norm) without."""
+def param_groups(model: nn.Module, decay_head_gain: bool = True) -> list[dict]:
+    """Two groups: weights with weight decay; biases and 1-D parameters (norms) without: DINO's
+    utils.get_params_groups rule. The weight-norm gain g of the head's last layer has shape
+    [out_dim, 1] (2-D, name not ending in .bias), so DINO and the official code decay it;
+    decay_head_gain=False moves it to the undecayed group."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or "original0" in name else decay).append(p)
+        gain = "original0" in name or name.endswith("weight_g")
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") or (gain and not decay_head_gain) else decay).append(p)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
 
 
@@ -65,9 +69,9 @@ class LARS(torch.optim.Optimizer):
                 p.add_(mu, alpha=-g["lr"])
 
 
-def build_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(name: str, model: nn.Module, decay_head_gain: bool = True) -> torch.optim.Optimizer:
     """`lars` (the paper) or `adamw` (the official code); lr and weight decay are set every step."""
-    groups = param_groups(model)
+    groups = param_groups(model, decay_head_gain)
     if name == "adamw":
         return torch.optim.AdamW([{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups])
     if name == "lars":

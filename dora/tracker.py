@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -114,6 +115,14 @@ def choose_heads(num_heads: int, k: int, generator: torch.Generator) -> torch.Te
     if k > num_heads:
         raise ValueError(f"cannot draw {k} objects from {num_heads} heads; set model.last_block_heads >= {k}")
     return torch.randperm(num_heads, generator=generator)[:k]
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The generator of one training iteration of one rank, seeded by (seed, rank, step): ranks draw
+    different heads (as the official unseeded `random.sample` per process does), runs and resumed runs
+    draw the same ones."""
+    state = np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def random_block_maps(shape: tuple[int, int, int], grid: tuple[int, int], generator: torch.Generator,

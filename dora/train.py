@@ -18,6 +18,7 @@ from dora import checkpoint as ckpt
 from dora import tracker
 from dora.batches import BatchSource
 from dora.config import Config
+from dora.images import ImageSource
 from dora.loader import Loader, choose_backend, render_host_batch
 from dora.method import DoRA
 from dora.monitor import Monitor
@@ -107,8 +108,10 @@ def _all_finite(loss: torch.Tensor) -> bool:
 
 
 class Trainer:
-    def __init__(self, shards: list[str], cfg: Config, run: Path, resume: str = "auto", quiet: bool = False):
-        for s in shards:
+    def __init__(self, shards: list[str], cfg: Config, run: Path, resume: str = "auto", quiet: bool = False,
+                 images: str | None = None):
+        self.images = str(images) if images else None  # DoRA⋆ (appendix D): an image folder instead of shards
+        for s in [] if self.images else shards:
             if not (Path(s) / "dataset.json").exists():
                 raise InputError(f"{s}: not a shard folder (no dataset.json); "
                                  f"make one with `dora-data shard --out {s}`")
@@ -120,14 +123,14 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.source = BatchSource(self.shards, cfg, self.rank, self.world)
+        self.source = self._source(self.rank, self.world)
         self.iters_per_epoch = self.source.steps_per_epoch()
         self.total = total_steps(cfg, self.iters_per_epoch)
         self.global_batch = cfg.train.batch_size * self.world
         self.plan = RunPlan(cfg.train.epochs, cfg.train.epoch_unit, self.source.clips_per_epoch() * self.world,
                             self.iters_per_epoch, self.total, cfg.train.batch_size, self.world)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        self.model = DoRA(cfg).to(self.device).train()
+        self.model = DoRA(cfg, self.rank).to(self.device).train()
         torch.manual_seed(cfg.train.seed + self.rank)
         if cfg.model.init:  # official DoRA/DINO or exported weights; a resumed checkpoint overrides them
             w = ckpt.backbone_weights(ckpt.load(Path(cfg.model.init)))
@@ -139,7 +142,7 @@ class Trainer:
                 self.model.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.train.compile:
             self.student = torch.compile(self.student)
-        self.opt = build_optimizer(cfg.optim.optimizer, self.model.student)
+        self.opt = build_optimizer(cfg.optim.optimizer, self.model.student, cfg.optim.decay_head_gain)
         amp = self.device.type == "cuda" and cfg.train.precision != "fp32"
         self.autocast_dtype = torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16
         self.amp = amp
@@ -151,6 +154,11 @@ class Trainer:
             from dora.eval.online_knn import OnlineKnn
 
             self.knn = OnlineKnn(cfg, self.iters_per_epoch, self.device, cfg.train.precision)
+
+    def _source(self, rank: int, world: int) -> BatchSource | ImageSource:
+        if self.images:
+            return ImageSource(self.images, self.cfg, rank, world)
+        return BatchSource(self.shards, self.cfg, rank, world)
 
     def _resume(self, resume: str) -> None:
         path = None
@@ -179,7 +187,8 @@ class Trainer:
         rng = _gather(_rng_state(self.model), self.world)
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng, "bad": self.bad,
-                "seen": self.seen, "config": self.cfg.to_dict(), "shards": self.shards, "world": self.world,
+                "seen": self.seen, "config": self.cfg.to_dict(), "shards": self.shards, "images": self.images,
+                "world": self.world,
                 "next_batch": self.step, "iters_per_epoch": self.iters_per_epoch}
 
     def _save(self) -> Path | None:
@@ -188,7 +197,7 @@ class Trainer:
 
     def _fixed_clip(self) -> torch.Tensor:
         """View 0 of the first clip of batch 0 (rank 0's stream): the clip shown in every tracking PNG."""
-        hb = BatchSource(self.shards, self.cfg, 0, 1)(0)
+        hb = self._source(0, 1)(0)
         return render_host_batch(hb, self.cfg)["globals"][:1, :, :1].to(self.device)
 
     @torch.no_grad()
@@ -273,7 +282,7 @@ class Trainer:
                                 f"{cfg.train.max_bad_fraction}), e.g. {batch.errors[:1]}; run `dora-data verify`")
         amp = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.amp else contextlib.nullcontext()
         with amp:
-            out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, student=self.student)
+            out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, student=self.student, step=self.step)
         loss = out["loss"]
         if not _all_finite(loss):
             last = ckpt.latest(self.run)

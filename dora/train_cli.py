@@ -30,8 +30,11 @@ def _run(fn) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": False})
-@click.option("--shards", "shards", multiple=True, required=True, type=click.Path(path_type=Path),
+@click.option("--shards", "shards", multiple=True, type=click.Path(path_type=Path),
               help="Shard folder from `dora-data shard` (repeat for several).")
+@click.option("--images", "images", type=click.Path(path_type=Path), default=None,
+              help="DoRA* (appendix D): an ImageFolder or folder of JPEGs instead of --shards "
+                   "(use --config configs/dora_star_vits16.yaml).")
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None,
               help="YAML config, or a shipped config's name (found from any folder) [default: the schema's defaults, "
                    "which equal configs/dora_vits16.yaml, the paper].")
@@ -40,19 +43,23 @@ def _run(fn) -> None:
               help="auto: continue from the newest checkpoint in --output; none: refuse if there is one; or a path.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.argument("overrides", nargs=-1)
-def train(shards, config, output, resume, quiet, overrides) -> None:
-    """Train DoRA on SHARDS; OVERRIDES are key=value settings, e.g. train.batch_size=32 optim.lr=1e-3."""
+def train(shards, images, config, output, resume, quiet, overrides) -> None:
+    """Train DoRA on SHARDS (or DoRA* on IMAGES); OVERRIDES are key=value settings, e.g. train.batch_size=32."""
 
     def go() -> None:
         from dora.config import load_config
         from dora.train import Trainer
+        from pipeline.errors import InputError
 
+        if bool(shards) == bool(images):
+            raise InputError("give either --shards FOLDER (videos, from `dora-data shard`) or --images FOLDER "
+                             "(DoRA*: a folder of JPEGs), not " + ("both" if shards else "neither"))
         path = resolve_config(config)
         cfg = load_config(path, overrides)
         run = output or Path("runs") / (path.stem if path else "default")
         first = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock per run, held by rank 0
         with FolderLock(run, "dora-train", hint="another --output") if first else contextlib.nullcontext():
-            summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet).fit(quiet=quiet)
+            summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet, images=images).fit(quiet=quiet)
         click.echo(json.dumps(summary))
 
     _run(go)

@@ -8,8 +8,12 @@ layer captures its output; q and k are split from it exactly as timm's Attention
 
 from __future__ import annotations
 
+import math
+import types
+
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dora.config import ModelCfg
@@ -23,7 +27,42 @@ def create_backbone(cfg: ModelCfg, drop_path: float = 0.0) -> nn.Module:
                               drop_path_rate=drop_path, **kwargs)
     if cfg.last_block_heads is not None:
         split_last_block_heads(model, cfg.last_block_heads)
+    if cfg.pos_embed_resample == "dino":
+        use_dino_pos_embed(model)
     return model
+
+
+def dino_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], prefix: int = 1) -> torch.Tensor:
+    """DINO's (and the official DoRA code's) interpolate_pos_encoding: the stored s x s grid of
+    position embeddings resampled bicubically, without antialiasing, with scale factor (g + 0.1) / s
+    per axis (so the output has g cells, sampled at DINO's positions); prefix tokens unchanged."""
+    n = pos_embed.shape[1] - prefix
+    side = math.isqrt(n)
+    if tuple(grid) == (side, side):
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    patch = pos_embed[:, prefix:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    patch = F.interpolate(patch.float(), scale_factor=((grid[0] + 0.1) / side, (grid[1] + 0.1) / side),
+                          mode="bicubic", align_corners=False)
+    patch = patch.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)
+    return torch.cat([pos_embed[:, :prefix], patch], dim=1)
+
+
+def _dino_pos_embed_method(self, x: torch.Tensor) -> torch.Tensor:
+    """timm VisionTransformer._pos_embed with DINO's resampling: x [B, H, W, C] (dynamic size) or [B, N, C]."""
+    grid = tuple(x.shape[1:3]) if x.ndim == 4 else tuple(self.patch_embed.grid_size)
+    x = x.reshape(x.shape[0], -1, x.shape[-1])
+    x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+    return self.pos_drop(x + dino_pos_embed(self.pos_embed, grid, self.num_prefix_tokens))
+
+
+def use_dino_pos_embed(model: nn.Module) -> None:
+    """Make a timm ViT (class token, position embedding on it, no register tokens) resample its
+    position embeddings for other input sizes as DINO does (model.pos_embed_resample: dino)."""
+    if (getattr(model, "pos_embed", None) is None or getattr(model, "cls_token", None) is None
+            or getattr(model, "no_embed_class", False) or getattr(model, "reg_token", None) is not None):
+        raise ValueError("model.pos_embed_resample=dino needs a ViT with a class token and no register tokens")
+    model._pos_embed = types.MethodType(_dino_pos_embed_method, model)
 
 
 def split_last_block_heads(model: nn.Module, heads: int) -> None:

@@ -2,7 +2,8 @@
 
 A clip is T stored frames, `stride_s` apart, inside one shot. Frame k of a clip that starts at
 time t0 is the stored frame nearest to t0 + k*stride_s; the clip is valid when each of those
-frames is in t0's shot and within half a stored-frame period of its target time. Every stored
+frames is in t0's shot (unless `within_shot` is False: the official loader ignores cuts) and within
+half a stored-frame period of its target time. Every stored
 frame that is followed by T-1 such frames starts exactly one clip, so an epoch (one clip per
 valid start) covers each stored frame once as a start, as in the official code (there at 60 fps).
 
@@ -22,6 +23,7 @@ from pipeline.manifest import Dataset
 class ClipSpec:
     frames: int = 8
     stride_s: float = 1.0
+    within_shot: bool = True  # False: clips may cross shot cuts (the official loader ignores cuts)
 
 
 def clip_rows(t: np.ndarray, shot: np.ndarray, fps_stored: float, spec: ClipSpec) -> np.ndarray:
@@ -38,7 +40,7 @@ def clip_rows(t: np.ndarray, shot: np.ndarray, fps_stored: float, spec: ClipSpec
         hi = np.clip(np.searchsorted(t, target), 0, n - 1)
         lo = np.clip(hi - 1, 0, n - 1)
         pick = np.where(np.abs(t[hi] - target) < np.abs(t[lo] - target), hi, lo)
-        ok &= (shot[pick] == shot) & (np.abs(t[pick] - target) <= tol)
+        ok &= ((shot[pick] == shot) | (not spec.within_shot)) & (np.abs(t[pick] - target) <= tol)
         rows[:, k] = pick
     return rows[ok]
 

@@ -44,9 +44,33 @@ def _net():
     return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), DINOHead(8, 10, 6, 5, norm_last_layer=False))
 
 
+def _dino_rule(model: nn.Module) -> tuple[set[str], set[str]]:
+    """DINO's utils.get_params_groups, restated: no decay for names ending in .bias or 1-D params."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    free = {n for n, p in named if n.endswith(".bias") or len(p.shape) == 1}
+    return {n for n, _ in named} - free, free
+
+
+def test_head_gain_is_weight_decayed_as_dino_does():
+    """DINO's head: nn.utils.weight_norm gives g of shape [out, 1] (2-D), so DINO's rule decays it."""
+    legacy = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.utils.weight_norm(nn.Linear(8, 10, bias=False)))
+    reg_names, free_names = _dino_rule(legacy)
+    assert "2.weight_g" in reg_names and legacy[2].weight_g.shape == (10, 1)
+    net = _net()
+    names = {id(p): n for n, p in net.named_parameters()}
+    gain = "2.last_layer.parametrizations.weight.original0"
+    reg, free = param_groups(net)
+    assert {names[id(p)] for p in reg["params"]} == _dino_rule(net)[0] and gain in _dino_rule(net)[0]
+    assert {names[id(p)] for p in free["params"]} == _dino_rule(net)[1]
+    reg, free = param_groups(net, decay_head_gain=False)
+    assert gain in {names[id(p)] for p in free["params"]}
+    groups = build_optimizer("adamw", net, decay_head_gain=True).param_groups
+    assert any(p is dict(net.named_parameters())[gain] for p in groups[0]["params"])
+
+
 def test_no_weight_decay_on_biases_and_1d_params():
     net = _net()
-    reg, free = param_groups(net)
+    reg, free = param_groups(net, decay_head_gain=False)
     assert all(p.ndim > 1 for p in reg["params"])
     names = {id(p): n for n, p in net.named_parameters()}
     assert all(p.ndim <= 1 or names[id(p)].endswith("original0") for p in free["params"])
