@@ -94,18 +94,7 @@ def make_relabelled_mpeg4(path: Path, late: int | None = None) -> list[float]:
     """
     frames, starts = concat_frames()
     tb = Fraction(1, 25)
-    packets = []
-    with av.open(str(path.with_suffix(".tmp.avi")), "w") as tmp:  # the encoder needs an open container
-        s = tmp.add_stream("mpeg4", rate=25)
-        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        s.codec_context.time_base = tb
-        s.options = {"bf": "2", "qscale": "3"}
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts, f.time_base = i, tb
-            packets += [(bytes(p), p.is_keyframe) for p in s.encode(f)]
-        packets += [(bytes(p), p.is_keyframe) for p in s.encode()]
-    path.with_suffix(".tmp.avi").unlink(missing_ok=True)
+    packets = _mpeg4_packets(frames, path, b_frames=2)
     labels = list(range(len(packets)))
     if late is not None:
         labels[late] += 300
@@ -118,6 +107,24 @@ def make_relabelled_mpeg4(path: Path, late: int | None = None) -> list[float]:
             p.time_base, p.stream, p.is_keyframe = tb, st, key
             out.mux(p)
     return [i / 25 for i in starts]
+
+
+def _mpeg4_packets(frames: list, path: Path, b_frames: int) -> list[tuple[bytes, bool]]:
+    """MPEG-4 Part 2 packets (data, is_keyframe) of `frames` at 25 fps in decode order, encoded by PyAV."""
+    tb = Fraction(1, 25)
+    packets = []
+    with av.open(str(path.with_suffix(".tmp.avi")), "w") as tmp:  # the encoder needs an open container
+        s = tmp.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        s.codec_context.time_base = tb
+        s.options = {"bf": str(b_frames), "qscale": "3"}
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, tb
+            packets += [(bytes(p), p.is_keyframe) for p in s.encode(f)]
+        packets += [(bytes(p), p.is_keyframe) for p in s.encode()]
+    path.with_suffix(".tmp.avi").unlink(missing_ok=True)
+    return packets
 
 
 def _vop_type(data: bytes) -> str:
@@ -143,18 +150,7 @@ def make_packed_avi(path: Path) -> list[float]:
     """
     frames, starts = concat_frames()
     tb = Fraction(1, 25)
-    packets = []
-    with av.open(str(path.with_suffix(".tmp.avi")), "w") as tmp:
-        s = tmp.add_stream("mpeg4", rate=25)
-        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        s.codec_context.time_base = tb
-        s.options = {"bf": "1", "qscale": "3"}
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts, f.time_base = i, tb
-            packets += [(bytes(p), p.is_keyframe) for p in s.encode(f)]
-        packets += [(bytes(p), p.is_keyframe) for p in s.encode()]
-    path.with_suffix(".tmp.avi").unlink(missing_ok=True)
+    packets = _mpeg4_packets(frames, path, b_frames=1)
     for n, (data, key) in enumerate(packets):  # DivX repeats its user data in every key frame
         if key:
             j = data.index(b"\x00\x00\x01\xb6")

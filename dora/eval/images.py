@@ -216,7 +216,6 @@ def dali_batches(split: Split, batch_size: int, workers: int, device: torch.devi
     """(images [B, 3, crop, crop] on `device`, indices) decoded and transformed by DALI, in file order."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from dora.loader import _to_torch
 
     gpu = device.type == "cuda"
     feed = _Feed(split, batch_size, resize, crop)
@@ -233,7 +232,14 @@ def dali_batches(split: Split, batch_size: int, workers: int, device: torch.devi
         return fn.crop_mirror_normalize(images, mean=[m * 255 for m in MEAN], std=[s * 255 for s in STD],
                                         output_layout="CHW", dtype=types.FLOAT)
 
-    p = pipe()
+    yield from run_batches(pipe(), feed, split, device)
+
+
+def run_batches(p, feed, split: Split, device: torch.device):
+    """Build DALI pipeline `p` and yield (batch on `device`, indices into `split`) until `feed` ends;
+    an undecodable image becomes an InputError naming it."""
+    from dora.loader import _to_torch
+
     p.build()
     done = 0
     while True:
@@ -242,8 +248,7 @@ def dali_batches(split: Split, batch_size: int, workers: int, device: torch.devi
         except StopIteration:
             break
         except RuntimeError as e:
-            idx = feed.batches[done] if done < len(feed.batches) else []
-            _raise_unreadable(split, idx, e)
+            _raise_unreadable(split, list(feed.batches[done]) if done < len(feed.batches) else [], e)
         idx = np.asarray(feed.batches[done])
         done += 1
         yield _to_torch(out, device), idx

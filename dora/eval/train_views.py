@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from dora.eval.images import MEAN, STD, Split, _raise_unreadable, image_size
+from dora.eval.images import MEAN, STD, Split, image_size, run_batches
 
 
 def random_resized_crop(width: int, height: int, gen: torch.Generator, scale=(0.08, 1.0),
@@ -75,7 +75,6 @@ def dali_train_batches(split: Split, order: np.ndarray, batch_size: int, workers
     """(views [B, 3, crop, crop] on `device`, indices) of `split` in `order`, augmented as DINO's linear probe."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from dora.loader import _to_torch
 
     gpu = device.type == "cuda"
     feed = _TrainFeed(split, np.asarray(order), batch_size, gen)
@@ -92,16 +91,4 @@ def dali_train_batches(split: Split, order: np.ndarray, batch_size: int, workers
         return fn.crop_mirror_normalize(images, mirror=flip, mean=[m * 255 for m in MEAN],
                                         std=[s * 255 for s in STD], output_layout="CHW", dtype=types.FLOAT)
 
-    p = pipe()
-    p.build()
-    done = 0
-    while True:
-        try:
-            (out,) = p.run()
-        except StopIteration:
-            break
-        except RuntimeError as e:
-            _raise_unreadable(split, list(feed.batches[done]) if done < len(feed.batches) else [], e)
-        idx = feed.batches[done]
-        done += 1
-        yield _to_torch(out, device), idx
+    yield from run_batches(pipe(), feed, split, device)
