@@ -130,5 +130,9 @@ class ImageSource:
         params = [self.params(c, size) for c, (_, size) in zip(clips, got, strict=True)]
         return HostBatch(clips, [[data] for data, _ in got], params, bad=len(errors), errors=errors)
 
+    def clips_per_epoch(self) -> int:
+        """One one-frame clip per image of this rank's share (DoRA*: train.epoch_unit does not apply)."""
+        return len(self)
+
     def steps_per_epoch(self) -> int:
-        return len(self) // self.cfg.train.batch_size
+        return max(1, self.clips_per_epoch() // self.cfg.train.batch_size)

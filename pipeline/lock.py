@@ -10,7 +10,6 @@ each takes `DIR/.lock.part-i-of-n` exclusively, so parts run side by side while 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -82,7 +81,7 @@ class FolderLock:
         self.main = self.folder / ".lock"
         self.part_file = self.folder / f".lock.part-{part[0]}-of-{part[1]}" if self.part else None
         self.held: list[tuple[Path, int]] = []
-        self.created = False
+        self.created: list[Path] = []
 
     def _busy(self, holders: list[Path]) -> FolderBusy:
         who = "; ".join(holder_text(p) for p in holders)
@@ -106,7 +105,8 @@ class FolderLock:
         os.pwrite(fd, json.dumps(info).encode(), 0)
 
     def acquire(self) -> FolderLock:
-        self.created = not self.folder.exists()
+        missing = [d for d in (self.folder, *self.folder.parents) if not d.exists()]
+        self.created = missing  # folders this run makes, innermost first
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             if self.part is None:
@@ -139,9 +139,11 @@ class FolderLock:
     def release(self) -> None:
         while self.held:
             _release(*self.held.pop())
-        if self.created:  # a folder this run made and left empty goes too
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()
+        for folder in self.created:  # folders this run made and left empty go too
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

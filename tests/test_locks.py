@@ -36,10 +36,13 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    """The run's single `error:` line; other stderr lines may only be dora-train's own progress lines."""
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], r.stderr
+    assert all(line.startswith("dora-train: ") for line in lines[:-1]), r.stderr
+    return errors[0]
 
 
 def _holder(folder: Path, part: tuple[int, int] | None = None) -> subprocess.Popen:
