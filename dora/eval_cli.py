@@ -95,6 +95,7 @@ def attention(checkpoint, images, out, size, config) -> None:
 
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
+KEY = click.Choice(["teacher", "student"])
 
 
 def _sequence_names(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -106,7 +107,7 @@ def _sequence_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--davis", "root", required=True, type=click.Path(path_type=Path), help="DAVIS-2017 folder.")
 @click.option("--split", default="val", show_default=True, help="ImageSets/2017/<split>.txt")
 @click.option("--sequences", multiple=True, help="Only these sequences (repeat or comma-separate).")
-@click.option("--key", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True)
+@click.option("--key", type=KEY, default="teacher", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval/davis"), show_default=True)
 @click.option("--json", "echo_json", is_flag=True, help="Also print metrics.json.")
@@ -204,7 +205,7 @@ def _davis_summary(data: dict, echo_json: bool) -> None:
               help="Resize to SIZE x SIZE before the Jaccard (0: native size).")
 @click.option("--sheet", "sheet_n", type=click.IntRange(min=0), default=16, show_default=True,
               help="Images drawn in corloc_sheet.png.")
-@click.option("--key", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True)
+@click.option("--key", type=KEY, default="teacher", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True, help="Image-reading threads.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval/discovery"), show_default=True)
@@ -291,7 +292,6 @@ def tracking(checkpoint, shards, out, n, seed, config) -> None:
     report_errors(go)
 
 
-
 class SpreadK(click.Command):
     """Lets `--k 10 20 100 200` (DINO's --nb_knn style) mean `--k 10 --k 20 --k 100 --k 200`."""
 
@@ -314,8 +314,8 @@ def eval_options(default_batch: int):
 
     def wrap(f):
         for opt in reversed([
-            click.option("--key", type=click.Choice(["teacher", "student"]), default="teacher", show_default=True),
-            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+            click.option("--key", type=KEY, default="teacher", show_default=True),
+            click.option("--device", type=DEVICE, default="auto", show_default=True),
             click.option("--batch-size", type=click.IntRange(min=1), default=default_batch, show_default=True),
             click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True,
                          help="Decoding threads (DALI) or DataLoader workers (torchvision)."),
@@ -379,7 +379,6 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
         click.echo(f"wrote {Path(out) / 'metrics.json'}", err=True)
 
     report_errors(go)
-
 
 
 @main.command()

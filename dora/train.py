@@ -188,8 +188,7 @@ class Trainer:
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng, "bad": self.bad,
                 "seen": self.seen, "config": self.cfg.to_dict(), "shards": self.shards, "images": self.images,
-                "world": self.world,
-                "next_batch": self.step, "iters_per_epoch": self.iters_per_epoch}
+                "world": self.world, "next_batch": self.step, "iters_per_epoch": self.iters_per_epoch}
 
     def _save(self) -> Path | None:
         state = self._state()  # every rank joins the RNG gather
