@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from dora.config import ModelCfg  # noqa: E402
 from dora.eval.features import cls_feature, extract  # noqa: E402
 from dora.eval.images import Split, dali_available, eval_batches, load_layout  # noqa: E402
-from dora.vit import create_backbone  # noqa: E402
+from dora.model.vit import create_backbone  # noqa: E402
 from tests.imagefolders import make_folder  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"

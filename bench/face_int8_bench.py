@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.faces import FaceDetector, FaceSettings  # noqa: E402
+from pipeline.shard.faces import FaceDetector, FaceSettings  # noqa: E402
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def frames(name: str, step: int, size: tuple[int, int] | None = None) -> list[np
     import av
     import cv2
 
-    from pipeline.demo import sample_video
+    from pipeline.video.samples import sample_video
 
     out = []
     with av.open(str(sample_video(name))) as c:

@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import step_bench  # noqa: E402
 import synth_shards  # noqa: E402
 
-from dora.batches import BatchSource  # noqa: E402
 from dora.config import load_config  # noqa: E402
-from dora.loader import Loader  # noqa: E402
-from dora.train import Trainer  # noqa: E402
+from dora.data.batches import BatchSource  # noqa: E402
+from dora.data.loader import Loader  # noqa: E402
+from dora.train.loop import Trainer  # noqa: E402
 
 OFFICIAL = ROOT / "configs" / "dora_vits16_official.yaml"
 

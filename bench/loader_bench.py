@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from fourk import upscaled, write_vp9_4k60  # noqa: E402
 
-from dora.augment import clip_rng, draw_clip  # noqa: E402
-from dora.batches import BatchSource  # noqa: E402
 from dora.config import load_config  # noqa: E402
-from dora.loader import Loader, dali_available  # noqa: E402
-from dora.views_torch import render_clip  # noqa: E402
-from pipeline.demo import sample_video  # noqa: E402
+from dora.data.augment import clip_rng, draw_clip  # noqa: E402
+from dora.data.batches import BatchSource  # noqa: E402
+from dora.data.loader import Loader, dali_available  # noqa: E402
+from dora.data.views_torch import render_clip  # noqa: E402
+from pipeline.video.samples import sample_video  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.demo import sample_video  # noqa: E402
-from pipeline.vocabulary import load_vocabulary  # noqa: E402
+from pipeline.analyze.vocabulary import load_vocabulary  # noqa: E402
+from pipeline.video.samples import sample_video  # noqa: E402
 from tests.tiny_owl import build_tiny_owl  # noqa: E402
 from tests.videos import decode_all  # noqa: E402
 
@@ -85,8 +85,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from pipeline.detectors import OfflineDetector, detect_batch
-    from pipeline.owl import OwlDetector
+    from pipeline.analyze.detectors import OfflineDetector, detect_batch
+    from pipeline.analyze.owl import OwlDetector
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU only; frames from bikes.mp4")
     vocab = load_vocabulary("lvis")

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from fourk import upscaled, write_vp9_4k60  # noqa: E402
 
-from pipeline.demo import sample_video  # noqa: E402
-from pipeline.probe import probe  # noqa: E402
+from pipeline.video.probe import probe  # noqa: E402
+from pipeline.video.samples import sample_video  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -178,7 +178,7 @@ def main() -> None:
     args = ap.parse_args()
     paths = args.input or [make_input(args.seconds), make_crowded(args.seconds)]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores", flush=True)
-    from pipeline.faces import FaceDetector, FaceSettings
+    from pipeline.shard.faces import FaceDetector, FaceSettings
 
     FaceDetector(FaceSettings(provider="cpu", precision="int8"))  # quantise once, outside the timings
     results = {p.name: bench_one(p, args) for p in paths}

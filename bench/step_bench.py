@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from dora.config import load_config  # noqa: E402
-from dora.method import DoRA  # noqa: E402
+from dora.model.method import DoRA  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -2,7 +2,7 @@
 
 For machines that have no ffmpeg/PyAV (the lent GPU machine): frames are textured images that
 move slowly, JPEG-encoded at quality 90 like `dora-data shard`, written as work units and turned
-into shards by the project's own assembly step (pipeline.assemble), so the folder is exactly what
+into shards by the project's own assembly step (pipeline.shard.assemble), so the folder is exactly what
 the loader reads in real use.
 
 Usage: python bench/synth_shards.py OUT [--videos 3] [--seconds 20] [--fps 10] [--size 1280x720]
@@ -20,10 +20,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.assemble import assemble  # noqa: E402
-from pipeline.atomic import write_json_atomic  # noqa: E402
-from pipeline.settings import ShardSettings  # noqa: E402
-from pipeline.units import Unit, UnitWriter, work_dir  # noqa: E402
+from pipeline.files.atomic import write_json_atomic  # noqa: E402
+from pipeline.shard.assemble import assemble  # noqa: E402
+from pipeline.shard.settings import ShardSettings  # noqa: E402
+from pipeline.shard.units import Unit, UnitWriter, work_dir  # noqa: E402
 
 
 def texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dora import tracker  # noqa: E402
 from dora.config import load_config  # noqa: E402
-from dora.method import DoRA  # noqa: E402
-from dora.viz import MEAN, STD, tracking_sheet  # noqa: E402
-from pipeline.demo import sample_video  # noqa: E402
+from dora.model import tracker  # noqa: E402
+from dora.model.method import DoRA  # noqa: E402
+from dora.train.viz import MEAN, STD, tracking_sheet  # noqa: E402
+from pipeline.video.samples import sample_video  # noqa: E402
 
 VARIANTS = [("marginal", False), ("marginal", True), ("assignment", False), ("assignment", True)]
 

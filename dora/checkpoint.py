@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_open
 from pipeline.errors import DiskFullError, InputError, disk_full_cause
+from pipeline.files import atomic_open
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pth$")
 KEEP = 2  # step checkpoints kept in the run folder (the newest ones)

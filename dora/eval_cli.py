@@ -31,7 +31,7 @@ from pipeline.errors import InputError, report_errors
 
 def teacher_model(ckpt_path: Path, config: Path | None, overrides: tuple[str, ...]):
     """A DoRA module whose teacher backbone holds the checkpoint's weights (a run folder: its newest one)."""
-    from dora.method import DoRA
+    from dora.model import DoRA
 
     state = load(resolve_checkpoint(ckpt_path))
     saved = state.get("config") if isinstance(state, dict) else None
@@ -43,7 +43,7 @@ def teacher_model(ckpt_path: Path, config: Path | None, overrides: tuple[str, ..
 
 def attention_sheet(model, image: Path, out: Path, size: int) -> Path:
     """PNG: the image, then one [CLS] attention map per head of the last block."""
-    from dora.viz import MEAN, STD
+    from dora.train import MEAN, STD
 
     try:
         img = Image.open(image).convert("RGB")
@@ -135,12 +135,16 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
     def go() -> None:
         import json
 
-        from dora.eval import davis as run_davis
-        from dora.eval.common import RunRecord, load_encoder, pick_device
-        from dora.eval.davis_data import read_sequences
-        from dora.eval.davis_score import score_results
-        from dora.eval.propagation import PropagationCfg
-        from pipeline.atomic import write_json_atomic
+        from dora.eval import (
+            PropagationCfg,
+            RunRecord,
+            load_encoder,
+            pick_device,
+            read_sequences,
+            run_davis,
+            score_results,
+        )
+        from pipeline.files import write_json_atomic
 
         seqs = read_sequences(root, split, _sequence_names(sequences))
         if eval_only is not None:
@@ -167,7 +171,7 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
                   "bound_th": bound_th, "davis": str(root)}
         record = RunRecord("davis", enc, "last-block patch tokens after the final norm", params)
         stamp = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key, **cfg.as_dict()}
-        counts = run_davis.run(enc, seqs, out, cfg, batch_size, workers, stamp, quiet)
+        counts = run_davis(enc, seqs, out, cfg, batch_size, workers, stamp, quiet)
         scores = {"scored": False} if no_score else score_results(seqs, out, bound_th)
         data = record.write(out, False, **counts, **scores)
         if no_score:
@@ -219,10 +223,18 @@ def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard,
     def go() -> None:
         import json
 
-        from dora.eval import discovery_run as dr
-        from dora.eval.common import RunRecord, load_encoder, pick_device
-        from dora.eval.voc import read_detection, read_segmentation
-        from dora.vit import QKTap
+        from dora.eval import (
+            DISCOVERY_MEAN,
+            DISCOVERY_STD,
+            RunRecord,
+            load_encoder,
+            pick_device,
+            read_detection,
+            read_segmentation,
+            run_corloc,
+            run_jaccard,
+        )
+        from dora.model import QKTap
 
         year_i = int(year)
         do_jaccard = (year_i == 2012) if jaccard is None else jaccard
@@ -232,7 +244,8 @@ def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard,
         seg = read_segmentation(root, "val") if do_jaccard else []
         enc = load_encoder(checkpoint, key, pick_device(device), config)
         params = {"voc": str(root), "year": year_i, "set": image_set, "image_list": image_list,
-                  "k_patches": k_patches, "features": "k", "iou_threshold": 0.5, "mean": dr.MEAN, "std": dr.STD,
+                  "k_patches": k_patches, "features": "k", "iou_threshold": 0.5,
+                  "mean": DISCOVERY_MEAN, "std": DISCOVERY_STD,
                   "jaccard": do_jaccard, "jaccard_mask": jaccard_mask if do_jaccard else None,
                   "jaccard_size": jaccard_size if do_jaccard else None}
         record = RunRecord("discovery", enc, "last-block keys (LOST); last-block [CLS] attention (Jaccard)",
@@ -242,8 +255,8 @@ def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard,
         stamp_j = {**common, "voc": str(root), "mask": jaccard_mask, "size": jaccard_size}
         out.mkdir(parents=True, exist_ok=True)
         tap = QKTap(enc.model)
-        results = {"corloc": dr.run_corloc(enc, tap, images, out, k_patches, workers, sheet_n, stamp_c, quiet)}
-        results["jaccard"] = (dr.run_jaccard(enc, tap, seg, out, jaccard_mask, jaccard_size, workers, stamp_j, quiet)
+        results = {"corloc": run_corloc(enc, tap, images, out, k_patches, workers, sheet_n, stamp_c, quiet)}
+        results["jaccard"] = (run_jaccard(enc, tap, seg, out, jaccard_mask, jaccard_size, workers, stamp_j, quiet)
                               if do_jaccard else {"ran": False, "why": "off (--no-jaccard or --year 2007)"})
         data = record.write(out, False, **results)
         if echo_json:
@@ -269,9 +282,8 @@ def tracking(checkpoint, shards, out, n, seed, config) -> None:
     """N clips with their tracked objects overlaid per frame, as PNG (like the paper's Figure 4)."""
 
     def go() -> None:
-        from dora.batches import BatchSource
-        from dora.loader import render_host_batch
-        from dora.viz import tracking_sheet
+        from dora.data import BatchSource, render_host_batch
+        from dora.train import tracking_sheet
 
         if not (Path(shards) / "dataset.json").exists():
             raise InputError(f"{shards}: not a shard folder (no dataset.json)")
@@ -356,9 +368,7 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
     """Weighted k-NN top-1/top-5 on frozen [CLS] features (DINO's eval_knn.py protocol)."""
 
     def go() -> None:
-        from dora.eval import knn as knn_eval
-        from dora.eval.common import RunRecord, load_encoder, pick_device
-        from dora.eval.images import check_sizes, choose_decoder
+        from dora.eval import RunRecord, check_sizes, choose_decoder, load_encoder, pick_device, plot_knn, run_knn
 
         check_sizes(resize, crop)
         dev = pick_device(device)
@@ -370,9 +380,9 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
                   "dump_features": str(dump_features) if dump_features else None,
                   "load_features": str(load_features) if load_features else None}
         record = RunRecord("knn", enc, "cls_after_norm", params)
-        res = knn_eval.run(enc, data, list(ks), temperature, batch_size, workers, dec, precision, resize, crop,
+        res = run_knn(enc, data, list(ks), temperature, batch_size, workers, dec, precision, resize, crop,
                            dump_features, load_features, quiet, say=lambda m: click.echo(m, err=True))
-        knn_eval.plot(res["results"], Path(out) / "knn.png", f"k-NN, T={temperature}: {Path(checkpoint).name}")
+        plot_knn(res["results"], Path(out) / "knn.png", f"k-NN, T={temperature}: {Path(checkpoint).name}")
         data_out = record.write(out, echo_json, **res)
         for k, r in data_out["results"].items():
             click.echo(f"{k}-NN: top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}", err=echo_json)
@@ -404,9 +414,15 @@ def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_fea
     def go() -> None:
         from dataclasses import asdict
 
-        from dora.eval.common import RunRecord, load_encoder, pick_device
-        from dora.eval.images import check_sizes, choose_decoder
-        from dora.eval.linear import LinearParams, LinearProbe
+        from dora.eval import (
+            LinearParams,
+            LinearProbe,
+            RunRecord,
+            check_sizes,
+            choose_decoder,
+            load_encoder,
+            pick_device,
+        )
 
         check_sizes(resize, crop)
         dev = pick_device(device)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import report_errors
-from pipeline.lock import FolderLock
+from pipeline.files import FolderLock
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (an editable install)
 

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cuts import DETECTORS, CutSettings
 from pipeline.errors import InputError, report_errors
-from pipeline.faces import BLUR_MODES, FaceSettings
-from pipeline.settings import ShardSettings
+from pipeline.shard import BLUR_MODES, DETECTORS, CutSettings, FaceSettings, ShardSettings
 
 SIZE_RE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
 UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
@@ -107,8 +105,7 @@ def shard(inputs, workers, part, keep_going, quiet, **kw) -> None:
 
     INPUTS: video files or `dora-data fetch` folders [default: data/raw].
     """
-    from pipeline.shard import run_shard
-    from pipeline.units import parse_part
+    from pipeline.shard import parse_part, run_shard
 
     try:
         part_t = parse_part(part) if part else None
@@ -143,8 +140,8 @@ def _summary(out: Path, manifest: dict) -> None:
 @click.option("--quiet", is_flag=True)
 def index(out: Path, quiet: bool) -> None:
     """Assemble shards, indexes and dataset.json from complete work units in OUT."""
-    from pipeline.assemble import assemble
-    from pipeline.lock import FolderLock
+    from pipeline.files import FolderLock
+    from pipeline.shard import assemble
 
     settings_file = out / ".work" / "settings.json"
     manifest = out / "dataset.json"
@@ -166,7 +163,7 @@ def index(out: Path, quiet: bool) -> None:
               help="Fraction of JPEGs fully decoded.")
 def verify(out: Path, as_json: bool, sample: float) -> None:
     """Re-read every shard of OUT and check it against dataset.json."""
-    from pipeline.verify import verify as run
+    from pipeline.dataset import verify as run
 
     report = run(out, sample=sample, quiet=as_json)
     if as_json:
@@ -193,8 +190,7 @@ def verify(out: Path, as_json: bool, sample: float) -> None:
 @click.option("--grid", type=click.Path(path_type=Path), default=None, help="Also save the clips as a PNG.")
 def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: bool, grid) -> None:
     """Draw N clips from OUT exactly as training does."""
-    from pipeline.clips import ClipSampler, ClipSpec
-    from pipeline.manifest import Dataset
+    from pipeline.dataset import ClipSampler, ClipSpec, Dataset
 
     ds = Dataset(out)
     st = ds.meta["settings"]
@@ -214,7 +210,7 @@ def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: boo
         else:
             click.echo(f"{c.video} shot {c.shot}: " + " ".join(f"{t:.2f}" for t in c.times))
     if grid:
-        from pipeline.preview import clip_grid
+        from pipeline.dataset import clip_grid
 
         path = clip_grid(sampler, drawn, grid)
         if not as_json:
@@ -238,8 +234,7 @@ def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: boo
 def fetch(manifest, out, only, list_, dry_run, max_height, allow_license, rate_limit, retries, retry_wait,
           quiet) -> None:
     """Download the Walking Tours videos (or a manifest's) with yt-dlp: verified by sha256, resumable."""
-    from pipeline.catalog import BUILTIN, read_catalog, select
-    from pipeline.fetch import FetchOptions, status
+    from pipeline.fetch import BUILTIN, FetchOptions, read_catalog, select, status
     from pipeline.fetch import fetch as run_fetch
 
     names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
@@ -309,12 +304,20 @@ def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model,
 
     Folders of images are analysed as one sequence each.
     """
-    from pipeline.analysis import AnalyzeSettings, get_detector
-    from pipeline.analysis import analyze as run
-    from pipeline.analysis_inputs import resolve
-    from pipeline.detectors import NAMES, DetectorOptions, threshold_for
-    from pipeline.report import write_csvs, write_examples, write_figures, write_json
-    from pipeline.shard import check_writable
+    from pipeline.analyze import (
+        NAMES,
+        AnalyzeSettings,
+        DetectorOptions,
+        get_detector,
+        resolve,
+        threshold_for,
+        write_csvs,
+        write_examples,
+        write_figures,
+        write_json,
+    )
+    from pipeline.analyze import analyze as run
+    from pipeline.files import check_writable
 
     if not inputs and not label_specs:
         raise InputError("no input; give video files or folders, or --label NAME=PATH")

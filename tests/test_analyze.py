@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from skimage.color import rgb2lab
 
-from pipeline.analysis import analysis_frame, lightness
+from pipeline.analyze.run import analysis_frame, lightness
 from tests.conftest import run_cli
 from tests.videos import BIKES_CUTS_S, decode_all, encode
 

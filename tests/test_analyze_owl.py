@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.owl import OwlDetector
-from pipeline.vocabulary import load_vocabulary, parse_names
+from pipeline.analyze.owl import OwlDetector
+from pipeline.analyze.vocabulary import load_vocabulary, parse_names
 from tests.conftest import ROOT
 from tests.tiny_owl import build_tiny_owl
 from tests.videos import decode_all
@@ -51,8 +51,8 @@ def test_detections_equal_the_library_forward_pass(tiny, kind, bikes, tmp_path, 
     forward pass (text and image together) followed by its post-processing and the same NMS."""
     from torchvision.ops import nms
 
-    monkeypatch.setattr("pipeline.owl.QUERY_CHUNK", 7)  # 80 classes: 12 chunks to merge
-    monkeypatch.setattr("pipeline.owl.TEXT_BATCH", 16)  # text embeddings in 5 batches
+    monkeypatch.setattr("pipeline.analyze.owl.QUERY_CHUNK", 7)  # 80 classes: 12 chunks to merge
+    monkeypatch.setattr("pipeline.analyze.owl.TEXT_BATCH", 16)  # text embeddings in 5 batches
 
     vocab = load_vocabulary("coco")
     det = OwlDetector(str(tiny[kind]), vocab, threshold=0.3, nms_iou=0.5, cache_dir=tmp_path)
@@ -183,7 +183,7 @@ def test_side_by_side_with_labels_minutes_and_image_folder(tmp_path, tiny, bikes
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.report import draw_panel
+    from pipeline.analyze.report import draw_panel
 
     for panel in ("lightness", "objects", "classes"):
         fig, ax = plt.subplots()

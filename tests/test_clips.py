@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.clips import ClipSampler, ClipSpec, clip_rows
-from pipeline.manifest import Dataset
+from pipeline.dataset.clips import ClipSampler, ClipSpec, clip_rows
+from pipeline.dataset.reader import Dataset
 from tests.conftest import run_cli
 
 SPEC = ClipSpec(4, 0.5)  # the main folder's shots are 2-3 s long

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.cuts import CutSettings, CutTracker, shots_from_cuts
-from pipeline.manifest import Dataset
+from pipeline.dataset.reader import Dataset
+from pipeline.shard.cuts import CutSettings, CutTracker, shots_from_cuts
 from tests.videos import BIKES_CUTS_S, BIKES_FPS, SIZE, concat_frames, decode_all
 
 

@@ -18,7 +18,7 @@ from dora.config import load_config
 from dora.eval.features import block_outputs, cls_feature, last_blocks_feature
 from dora.eval.images import dali_batches, eval_transform, load_layout, torch_batches
 from dora.eval.knn import knn_classify
-from dora.vit import create_backbone
+from dora.model.vit import create_backbone
 from tests.conftest import ROOT
 from tests.imagefolders import make_folder
 

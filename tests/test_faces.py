@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.faces import FaceDetector, FaceSettings, anonymize, choose_provider
-from pipeline.manifest import Dataset
+from pipeline.dataset.reader import Dataset
+from pipeline.shard.faces import FaceDetector, FaceSettings, anonymize, choose_provider
 from tests.conftest import run_cli
 from tests.videos import decode_all, encode
 

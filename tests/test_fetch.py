@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import BUILTIN, Entry, read_catalog
 from pipeline.errors import InputError
-from pipeline.fetch import FIX_RUNTIME, js_runtime_problem, license_verdict
+from pipeline.fetch.catalog import BUILTIN, Entry, read_catalog
+from pipeline.fetch.download import FIX_RUNTIME, js_runtime_problem, license_verdict
 from tests.conftest import ROOT, cli_env, fresh_dir, run_cli, start_cli
 from tests.httpserver import FileServer
 

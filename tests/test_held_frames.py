@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.demo import sample_video
-from pipeline.manifest import Dataset
+from pipeline.dataset.reader import Dataset
+from pipeline.video.samples import sample_video
 from tests.conftest import run_cli
 from tests.videos import SIZE, decode_all, encode
 

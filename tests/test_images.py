@@ -14,9 +14,9 @@ import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from dora.config import load_config
-from dora.images import ImageSource, find_images, jpeg_size
-from dora.loader import Loader
-from pipeline.demo import sample_video
+from dora.data.images import ImageSource, find_images, jpeg_size
+from dora.data.loader import Loader
+from pipeline.video.samples import sample_video
 from tests.conftest import ROOT
 from tests.videos import decode_all
 

@@ -47,7 +47,7 @@ def _one_error_line(r: subprocess.CompletedProcess) -> str:
 
 def _holder(folder: Path, part: tuple[int, int] | None = None) -> subprocess.Popen:
     """Another process that takes the folder's lock (as `shard --part i/n` would) and keeps it."""
-    code = ("import sys, time; from pipeline.lock import FolderLock; "
+    code = ("import sys, time; from pipeline.files.lock import FolderLock; "
             f"FolderLock(sys.argv[1], 'holder', {part!r}).acquire(); print('ready', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
                             env=cli_env())

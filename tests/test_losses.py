@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dora.losses import Centering, cross_entropy, dino_loss, dora_loss, local_loss, multi_object_loss
+from dora.model.losses import Centering, cross_entropy, dino_loss, dora_loss, local_loss, multi_object_loss
 
 TEMP = 0.1
 

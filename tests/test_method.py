@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dora import tracker
 from dora.config import load_config
-from dora.method import DoRA
-from dora.viz import MEAN, STD
-from pipeline.demo import sample_video
+from dora.model import tracker
+from dora.model.method import DoRA
+from dora.train.viz import MEAN, STD
+from pipeline.video.samples import sample_video
 from tests.conftest import ROOT
 from tests.videos import decode_all
 

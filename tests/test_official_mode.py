@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dora.batches import BatchSource
 from dora.config import ModelCfg, load_config
-from dora.loader import Loader
-from dora.losses import dora_loss, local_loss, multi_object_loss, official_object_weights
-from dora.method import DoRA
-from dora.vit import create_backbone
+from dora.data.batches import BatchSource
+from dora.data.loader import Loader
+from dora.model.losses import dora_loss, local_loss, multi_object_loss, official_object_weights
+from dora.model.method import DoRA
+from dora.model.vit import create_backbone
 from tests.conftest import ROOT
 
 SMOKE = ROOT / "configs" / "smoke.yaml"

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.decode import iter_frames
-from pipeline.manifest import Dataset
+from pipeline.dataset.reader import Dataset
+from pipeline.video.decode import iter_frames
 from tests.conftest import run_cli
 from tests.videos import concat_frames, decode_all, make_packed_avi, make_relabelled_mpeg4
 

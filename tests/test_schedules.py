@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dora.head import DINOHead
-from dora.schedules import (
+from dora.model.head import DINOHead
+from dora.train.schedules import (
     LARS,
     build_optimizer,
     cancel_last_layer_grads,
@@ -123,7 +123,7 @@ def test_last_layer_frozen():
 
 def test_step_values_follow_the_config():
     from dora.config import load_config
-    from dora.schedules import step_values
+    from dora.train.schedules import step_values
     from tests.conftest import ROOT
 
     cfg = load_config(ROOT / "configs" / "dora_vits16.yaml", ["train.epochs=10", "optim.warmup_epochs=2",
@@ -143,8 +143,8 @@ def test_step_values_follow_the_config():
 def _backbone_movement(cfg, steps: int) -> float:
     """||w_steps - w_0|| / ||w_0|| over the student backbone after `steps` optimiser steps of DoRA at the
     config's schedule just after its lr warm-up (an "epoch" of 30 steps here, global batch 128 as in the paper)."""
-    from dora.method import DoRA
-    from dora.schedules import step_values
+    from dora.model.method import DoRA
+    from dora.train.schedules import step_values
 
     torch.manual_seed(0)
     model = DoRA(cfg).train()

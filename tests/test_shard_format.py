@@ -8,9 +8,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from pipeline.manifest import Dataset
-from pipeline.settings import ShardSettings, WindowGeometry
-from pipeline.tario import index_path, read_index
+from pipeline.dataset.reader import Dataset
+from pipeline.format.tario import index_path, read_index
+from pipeline.shard.settings import ShardSettings, WindowGeometry
 from tests.conftest import damaged_copy, run_cli
 
 VIDEO_KEYS = {"name", "source", "sha256", "duration_s", "fps_source", "fps_stored", "size", "n_frames", "shots",
@@ -121,7 +121,7 @@ def test_duplication_within_budget_with_long_shots(tmp_path, bbb):
     assert report["samples"] == 2  # overlapping windows were needed ...
     assert 1.0 < report["duplication"] <= 1.3  # ... and cost little
     # streaming contract: every clip lies inside the window that owns its start
-    from pipeline.clips import ClipSampler, ClipSpec
+    from pipeline.dataset.clips import ClipSampler, ClipSpec
 
     ds = Dataset(out)
     sampler = ClipSampler([ds], ClipSpec(3, 0.5))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dora import tracker
+from dora.model import tracker
 
 
 def _ref_sinkhorn(scores: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
@@ -144,7 +144,7 @@ def test_tracker_maths_is_fp32_under_bf16_autocast():
     """Same q, k, [CLS] attention and tokens: cls_attention, P' (eqs. 2, 4, 5), T' (eq. 6) and the masks
     under torch.autocast(bf16) equal their fp32 values (in bf16, /eps = 0.05 amplifies rounding 20x)."""
     from dora.config import ModelCfg
-    from dora.vit import QKTap, create_backbone
+    from dora.model.vit import QKTap, create_backbone
 
     model = create_backbone(ModelCfg(arch="vit_small_patch16_224", depth=1))
     tap = QKTap(model)

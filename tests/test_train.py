@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from dora.batches import BatchSource
 from dora.config import load_config
-from dora.loader import Loader
-from pipeline.manifest import Dataset
+from dora.data.batches import BatchSource
+from dora.data.loader import Loader
+from pipeline.dataset.reader import Dataset
 from tests.conftest import ROOT, damaged_copy, run_entry, start_cli
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -204,7 +204,7 @@ def test_an_epoch_is_one_clip_per_source_frame_and_schedules_follow(main_ds, tmp
     """train.epoch_unit=source_frames (the default, the official epoch): clips per epoch = each video's
     valid starts x fps_source / fps_stored; warm-up and the run length count in those epochs; the
     start prints clips/epoch, steps/epoch, total steps and time estimates."""
-    from pipeline.clips import ClipSpec, clip_rows
+    from pipeline.dataset.clips import ClipSpec, clip_rows
 
     ds = Dataset(main_ds)
     stored = source = 0.0

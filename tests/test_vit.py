@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dora.config import ModelCfg
-from dora.head import DINOHead
-from dora.vit import QKTap, create_backbone, num_heads, split_last_block_heads
+from dora.model.head import DINOHead
+from dora.model.vit import QKTap, create_backbone, num_heads, split_last_block_heads
 
 
 def _explicit(model, x):

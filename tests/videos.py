@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.demo import sample_video
+from pipeline.video.samples import sample_video
 
 # Cuts of bikes.mp4, established by looking at the frames around every large frame difference
 # (decoded frame numbers 30, 76, 137, 187 and 242 start new shots; 25 fps, pts/12800 s).

@@ -1,1 +1,23 @@
 """The paper's frozen-feature evaluations (k-NN, linear probe, DAVIS propagation, object discovery)."""
+
+from dora.eval.common import RunRecord, load_encoder, pick_device
+from dora.eval.davis import run as run_davis
+from dora.eval.davis_data import read_sequences
+from dora.eval.davis_score import score_results
+from dora.eval.discovery_run import MEAN as DISCOVERY_MEAN
+from dora.eval.discovery_run import STD as DISCOVERY_STD
+from dora.eval.discovery_run import run_corloc, run_jaccard
+from dora.eval.images import check_sizes, choose_decoder
+from dora.eval.knn import plot as plot_knn
+from dora.eval.knn import run as run_knn
+from dora.eval.linear import LinearParams, LinearProbe
+from dora.eval.online_knn import OnlineKnn
+from dora.eval.propagation import PropagationCfg
+from dora.eval.voc import read_detection, read_segmentation
+
+__all__ = [
+    "run_davis", "DISCOVERY_MEAN", "DISCOVERY_STD", "run_corloc", "run_jaccard", "plot_knn", "run_knn",
+    "RunRecord", "load_encoder", "pick_device", "read_sequences", "score_results", "check_sizes",
+    "choose_decoder", "LinearParams", "LinearProbe", "OnlineKnn", "PropagationCfg", "read_detection",
+    "read_segmentation",
+]

@@ -21,9 +21,9 @@ from torch import nn
 
 from dora.checkpoint import backbone_weights, load, load_backbone, resolve_checkpoint
 from dora.config import ModelCfg, config_from_dict
-from pipeline.atomic import write_json_atomic
 from pipeline.errors import InputError
-from pipeline.sources import sha256_file
+from pipeline.files import write_json_atomic
+from pipeline.video import sha256_file
 
 # Heads of the standard ViT widths (the weights do not say how q/k are split).
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
@@ -80,7 +80,7 @@ def load_encoder(path: Path, key: str = "teacher", device: torch.device | str = 
     included); other files from the shape of their weights (or `config`, a YAML file, when given).
     """
     from dora.config import load_config
-    from dora.vit import create_backbone, num_heads, patch_size
+    from dora.model import create_backbone, num_heads, patch_size
 
     if key not in ("teacher", "student"):
         raise InputError(f"--key {key!r}: choose teacher or student")

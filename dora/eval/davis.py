@@ -16,9 +16,9 @@ from dora.eval.common import Encoder
 from dora.eval.davis_data import Sequence, read_labels, read_palette, write_indexed
 from dora.eval.prefetch import prefetch
 from dora.eval.propagation import PropagationCfg, first_labels, propagate, read_frame, to_labels
-from dora.vit import patch_tokens, tokens
-from pipeline.atomic import write_json_atomic
+from dora.model import patch_tokens, tokens
 from pipeline.errors import InputError
+from pipeline.files import write_json_atomic
 
 STAMP = ".davis_run.json"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.atomic import atomic_open
 from pipeline.errors import InputError
+from pipeline.files import atomic_open
 
 
 @dataclass

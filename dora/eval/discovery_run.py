@@ -17,9 +17,9 @@ from dora.eval.discovery import attention_masks, box_iou, corloc_hit, draw_sheet
 from dora.eval.lost import lost
 from dora.eval.prefetch import prefetch
 from dora.eval.voc import VocImage
-from dora.vit import QKTap
-from pipeline.atomic import atomic_open, write_json_atomic
+from dora.model import QKTap
 from pipeline.errors import InputError
+from pipeline.files import atomic_open, write_json_atomic
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -238,7 +238,7 @@ def dali_batches(split: Split, batch_size: int, workers: int, device: torch.devi
 def run_batches(p, feed, split: Split, device: torch.device):
     """Build DALI pipeline `p` and yield (batch on `device`, indices into `split`) until `feed` ends;
     an undecodable image becomes an InputError naming it."""
-    from dora.loader import _to_torch
+    from dora.data import dali_to_torch
 
     p.build()
     done = 0
@@ -251,7 +251,7 @@ def run_batches(p, feed, split: Split, device: torch.device):
             _raise_unreadable(split, list(feed.batches[done]) if done < len(feed.batches) else [], e)
         idx = np.asarray(feed.batches[done])
         done += 1
-        yield _to_torch(out, device), idx
+        yield dali_to_torch(out, device), idx
 
 
 def _raise_unreadable(split: Split, idx: list[int], error: Exception):

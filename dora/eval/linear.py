@@ -30,8 +30,8 @@ from tqdm import tqdm
 from dora.checkpoint import save_atomic
 from dora.eval.features import autocast, extract, feature_dim, last_blocks_feature
 from dora.eval.images import Split, eval_batches, load_layout, torch_batches, train_transform
-from pipeline.atomic import write_text_atomic
 from pipeline.errors import InputError
+from pipeline.files import write_text_atomic
 
 CACHED_DEVIATION = ("cached-features: the linear layer is trained on features of the un-augmented training "
                     "images (Resize + CenterCrop), extracted once; DINO trains on RandomResizedCrop + flip")

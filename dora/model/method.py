@@ -1,0 +1,139 @@
+"""DoRA (and the DINO baseline) as one module: student, EMA teacher, tracker, masks and losses.
+
+`DoRA.forward(globals, locals, teacher_temp)` computes the loss of a batch of clips:
+  globals [B, T, V, 3, H, W]: V global views of each of the T frames (V = 2 paper, 1 official)
+  locals  [B, T, m, 3, h, w]: m local crops of each frame
+The trainer owns optimisation; `ema_update` moves the teacher after each step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dora.config import Config
+from dora.model import tracker
+from dora.model.head import DINOHead
+from dora.model.losses import Centering, dino_loss, dora_loss
+from dora.model.vit import QKTap, create_backbone, num_heads, patch_size
+
+
+class Embedder(nn.Module):
+    """Backbone + DINO head; `forward` returns head logits of the [CLS] token and all tokens."""
+
+    def __init__(self, cfg: Config, drop_path: float):
+        super().__init__()
+        self.backbone = create_backbone(cfg.model, drop_path)
+        m = cfg.model
+        self.head = DINOHead(self.backbone.num_features, m.out_dim, m.hidden_dim, m.bottleneck_dim, m.norm_last_layer)
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]:
+        """A tensor -> (logits, tokens). A list of tensors (one per resolution) -> their logits, in one
+        call: DDP then sees a single forward per step, as with DINO's multi-crop wrapper."""
+        if isinstance(x, list):
+            return [self.head(self.backbone(xi)) for xi in x]
+        toks = self.backbone.forward_features(x)
+        return self.head(self.backbone.forward_head(toks, pre_logits=True)), toks
+
+
+class DoRA(nn.Module):
+    def __init__(self, cfg: Config, rank: int = 0):
+        super().__init__()
+        self.cfg, self.rank = cfg, rank
+        self.student = Embedder(cfg, cfg.model.drop_path)
+        self.teacher = Embedder(cfg, 0.0)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.tap = QKTap(self.teacher.backbone)
+        self.centering = Centering(cfg.model.out_dim, cfg.loss.center_momentum)
+        self.patch = patch_size(self.student.backbone)
+        self.prefix = int(getattr(self.student.backbone, "num_prefix_tokens", 1))
+        if cfg.dora.method == "dora" and cfg.dora.num_objects > num_heads(self.teacher.backbone):
+            raise ValueError(f"dora.num_objects={cfg.dora.num_objects} exceeds the {num_heads(self.teacher.backbone)} "
+                             "heads of the last block; set model.last_block_heads (appendix B.2)")
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+
+    def train(self, mode: bool = True) -> DoRA:
+        super().train(mode)
+        self.teacher.eval()  # the teacher never drops paths and never trains
+        return self
+
+    @torch.no_grad()
+    def ema_update(self, momentum: float) -> None:
+        """theta' <- m theta' + (1 - m) theta for parameters; buffers are copied."""
+        for pt, ps in zip(self.teacher.parameters(), self.student.parameters(), strict=True):
+            pt.lerp_(ps.detach(), 1.0 - momentum)
+        for bt, bs in zip(self.teacher.buffers(), self.student.buffers(), strict=True):
+            bt.copy_(bs)
+
+    @torch.no_grad()
+    def track_objects(self, globals_: torch.Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher pass over all global views; returns (teacher logits [B, T, V, K], tracked maps
+        [B, T, V, k, n] (eq. 6, or eq. 3 without SK, or random blocks), the chosen heads).
+        Heads and random blocks come from `generator` (default: self.generator)."""
+        gen = generator or self.generator
+        b, t, v = globals_.shape[:3]
+        d = self.cfg.dora
+        with self.tap:
+            logits, toks = self.teacher(globals_.flatten(0, 2))
+        logits = logits.reshape(b, t, v, -1)
+        if d.method != "dora":
+            return logits, None, None
+        n = toks.shape[1] - self.prefix
+        grid = (globals_.shape[-2] // self.patch, globals_.shape[-1] // self.patch)
+        heads = tracker.choose_heads(num_heads(self.teacher.backbone), d.num_objects, gen)
+        if d.mask_source == "random":
+            maps = tracker.random_block_maps((b, t, v * d.num_objects), grid, gen)
+            return logits, maps.reshape(b, t, v, d.num_objects, n).to(globals_.device), heads
+        first = lambda x: x.reshape(b, t, v, *x.shape[1:])[:, 0].flatten(0, 1)  # noqa: E731 (t0 of each view)
+        if d.mask_source == "random_prototypes":  # Table 2c's random rows: random blocks replace A_I in eq. 2
+            blocks = tracker.random_block_maps((b * v, 1, d.num_objects), grid, gen).reshape(b * v, d.num_objects, n)
+            cls_attn = (blocks / blocks.sum(-1, keepdim=True)).to(toks.device)
+        else:
+            cls_attn = first(self.tap.cls_attention(heads.to(toks.device)))
+        queries = first(self.tap.patch_queries())
+        if d.sinkhorn:
+            protos = tracker.discover(cls_attn, queries, first(toks[:, self.prefix:]), d.sk_eps, d.sk_iters,
+                                      d.sk_scale, d.normalize_tokens)
+        else:
+            protos = tracker.pool_prototypes(cls_attn, queries).float()
+        keys = self.tap.patch_keys().reshape(b, t, v, n, -1).transpose(1, 2).flatten(0, 1)  # [B*V, T, n, d]
+        maps = tracker.track(protos, keys)  # [B*V, T, k, n]
+        return logits, maps.reshape(b, v, t, d.num_objects, n).transpose(1, 2), heads
+
+    def forward(self, globals_: torch.Tensor, locals_: torch.Tensor, teacher_temp: float,
+                student: nn.Module | None = None, step: int | None = None) -> dict[str, torch.Tensor]:
+        """Loss of a batch of clips (eq. 10 for DoRA, per-frame multi-crop DINO for the baseline).
+
+        `student`: the student to run (e.g. wrapped in DistributedDataParallel); default self.student.
+        `step`: the training iteration; heads are then drawn from (train.seed, rank, step).
+        """
+        student = student or self.student
+        b, t, v = globals_.shape[:3]
+        m = locals_.shape[2]
+        d, temp = self.cfg.dora, self.cfg.loss.student_temp
+        gen = None if step is None else tracker.step_generator(self.cfg.train.seed, self.rank, step)
+        t_logits, maps, heads = self.track_objects(globals_, gen)
+        probs = self.centering.probs(t_logits, teacher_temp)
+        if d.method == "dora":
+            k = d.num_objects
+            grid = (globals_.shape[-2] // self.patch, globals_.shape[-1] // self.patch)
+            # [B, T*V, k, n]: the binary threshold is a mean over batch x patches per frame, view and object
+            masks = tracker.object_masks(maps.flatten(1, 2), grid, tuple(globals_.shape[-2:]), d.mask)
+            masks = masks.reshape(b, t, v, k, 1, *globals_.shape[-2:]).to(globals_.dtype)
+            views = (globals_[:, :, :, None] * masks).flatten(0, 3)  # eq. 7: X^{v,o_i}_t
+        else:
+            views = globals_.flatten(0, 2)
+        s_views, s_local = student([views, locals_.flatten(0, 2)]) if m else (student([views])[0], None)
+        s_local = s_local.reshape(b, t, m, -1) if m else probs.new_zeros(b, t, 0, probs.shape[-1])
+        if d.method == "dora":
+            out = dora_loss(probs, s_views.reshape(b, t, v, d.num_objects, -1), s_local, temp, cross_view=v > 1,
+                            official_quirks=d.official_quirks)
+            out["maps"] = maps.detach()
+            out["heads"] = heads
+        else:
+            out = dino_loss(probs, s_views.reshape(b, t, v, -1), s_local, temp)
+        self.centering.update(t_logits)
+        return out
+

@@ -1,0 +1,314 @@
+"""The training loop of `dora-train`: one process per GPU (torchrun) or a single CPU/GPU process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from dora import checkpoint as ckpt
+from dora.config import Config
+from dora.data import BatchSource, ImageSource, Loader, choose_backend, render_host_batch
+from dora.model import DoRA, map_entropy, mask_coverage
+from dora.train.monitor import Monitor
+from dora.train.plan import MEASURE_STEPS, RunPlan
+from dora.train.schedules import (
+    build_optimizer,
+    cancel_last_layer_grads,
+    clip_gradients,
+    set_lr_wd,
+    step_values,
+    total_steps,
+)
+from dora.train.viz import tracking_sheet
+from pipeline.errors import InputError
+
+# keys that may change between a checkpoint and its resumption (they do not change the numbers)
+FREE_KEYS = {"train.checkpoint_every", "train.log_every", "train.maps_every", "train.num_workers", "train.loader",
+             "train.epochs", "train.max_bad_fraction", "eval.knn_data", "eval.every_epochs", "eval.knn_k",
+             "eval.knn_temperature", "eval.knn_crop", "eval.knn_batch_size"}
+
+
+BAD_SLACK = 5  # unreadable clips tolerated on top of the fraction (a few early ones must not stop a run)
+
+
+class TrainingError(InputError):
+    """A run that must stop (non-finite loss, too many unreadable clips): one line for the user."""
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; a single process without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return (dist.get_rank() if dist.is_initialized() else 0), world, device
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _check_same(saved: dict, cfg: Config, path: Path) -> None:
+    a, b = _flat(saved), _flat(cfg.to_dict())
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in FREE_KEYS)
+    if diff:
+        raise InputError(f"{path}: was made with other options ({', '.join(diff[:6])}); resume with the same "
+                         "--config and overrides, or use another --output")
+
+
+def _rng_state(model: DoRA) -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(), "python": random.getstate(), "heads": model.generator.get_state()}
+
+
+def _set_rng_state(model: DoRA, s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    model.generator.set_state(s["heads"])
+
+
+def _gather(obj, world: int) -> list:
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    ok = torch.isfinite(loss.detach()).float()
+    if dist.is_initialized():
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item())
+
+
+class Trainer:
+    def __init__(self, shards: list[str], cfg: Config, run: Path, resume: str = "auto", quiet: bool = False,
+                 images: str | None = None):
+        self.images = str(images) if images else None  # DoRA⋆ (appendix D): an image folder instead of shards
+        for s in [] if self.images else shards:
+            if not (Path(s) / "dataset.json").exists():
+                raise InputError(f"{s}: not a shard folder (no dataset.json); "
+                                 f"make one with `dora-data shard --out {s}`")
+        self.cfg, self.run, self.shards = cfg, run, list(map(str, shards))
+        self.rank, self.world, self.device = setup_distributed()
+        torch.manual_seed(cfg.train.seed + self.rank)
+        np.random.seed(cfg.train.seed + self.rank)
+        random.seed(cfg.train.seed + self.rank)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.source = self._source(self.rank, self.world)
+        self.iters_per_epoch = self.source.steps_per_epoch()
+        self.total = total_steps(cfg, self.iters_per_epoch)
+        self.global_batch = cfg.train.batch_size * self.world
+        self.plan = RunPlan(cfg.train.epochs, cfg.train.epoch_unit, self.source.clips_per_epoch() * self.world,
+                            self.iters_per_epoch, self.total, cfg.train.batch_size, self.world)
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        self.model = DoRA(cfg, self.rank).to(self.device).train()
+        torch.manual_seed(cfg.train.seed + self.rank)
+        if cfg.model.init:  # official DoRA/DINO or exported weights; a resumed checkpoint overrides them
+            w = ckpt.backbone_weights(ckpt.load(Path(cfg.model.init)))
+            ckpt.load_backbone(self.model.student.backbone, w)
+            ckpt.load_backbone(self.model.teacher.backbone, w)
+        self.student = self.model.student
+        if self.world > 1:
+            self.student = torch.nn.parallel.DistributedDataParallel(
+                self.model.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.train.compile:
+            self.student = torch.compile(self.student)
+        self.opt = build_optimizer(cfg.optim.optimizer, self.model.student, cfg.optim.decay_head_gain)
+        amp = self.device.type == "cuda" and cfg.train.precision != "fp32"
+        self.autocast_dtype = torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16
+        self.amp = amp
+        self.scaler = torch.amp.GradScaler("cuda") if amp and cfg.train.precision == "fp16" else None
+        self.step, self.bad, self.seen = 0, 0, 0
+        self._resume(resume)
+        self.knn = None
+        if cfg.eval.knn_data and self.rank == 0:  # teacher k-NN during training (dora/eval/online_knn.py)
+            from dora.eval import OnlineKnn
+
+            self.knn = OnlineKnn(cfg, self.iters_per_epoch, self.device, cfg.train.precision)
+
+    def _source(self, rank: int, world: int) -> BatchSource | ImageSource:
+        if self.images:
+            return ImageSource(self.images, self.cfg, rank, world)
+        return BatchSource(self.shards, self.cfg, rank, world)
+
+    def _resume(self, resume: str) -> None:
+        path = None
+        if resume == "auto":
+            path = ckpt.latest(self.run)
+        elif resume not in ("none", ""):
+            path = Path(resume)
+        elif ckpt.latest(self.run) is not None:
+            raise InputError(f"{self.run}: already holds checkpoints; use --resume auto to continue it, "
+                             "or another --output")
+        if path is None:
+            return
+        state = ckpt.load(path)
+        _check_same(state["config"], self.cfg, path)
+        if state["world"] != self.world:
+            raise InputError(f"{path}: made with {state['world']} processes, this run has {self.world}; "
+                             "resume with the same number of GPUs")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.bad, self.seen = state["step"], state["bad"], state["seen"]
+        _set_rng_state(self.model, state["rng"][self.rank])
+
+    def _state(self) -> dict:
+        rng = _gather(_rng_state(self.model), self.world)
+        return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng, "bad": self.bad,
+                "seen": self.seen, "config": self.cfg.to_dict(), "shards": self.shards, "images": self.images,
+                "world": self.world, "next_batch": self.step, "iters_per_epoch": self.iters_per_epoch}
+
+    def _save(self) -> Path | None:
+        state = self._state()  # every rank joins the RNG gather
+        return ckpt.save_step(self.run, self.step, state) if self.rank == 0 else None
+
+    def _fixed_clip(self) -> torch.Tensor:
+        """View 0 of the first clip of batch 0 (rank 0's stream): the clip shown in every tracking PNG."""
+        hb = self._source(0, 1)(0)
+        return render_host_batch(hb, self.cfg)["globals"][:1, :, :1].to(self.device)
+
+    @torch.no_grad()
+    def _tracking_png(self, clip: torch.Tensor, monitor: Monitor) -> None:
+        saved = self.model.generator.get_state()
+        self.model.generator.manual_seed(self.cfg.train.seed)
+        _, maps, _ = self.model.track_objects(clip)
+        self.model.generator.set_state(saved)
+        if maps is None:
+            return
+        grid = (clip.shape[-2] // self.model.patch, clip.shape[-1] // self.model.patch)
+        path = tracking_sheet(clip[0, :, 0], maps[0, :, 0], grid, self.run / "maps" / f"step_{self.step:08d}.png",
+                              f"step {self.step}: k={maps.shape[3]} tracked objects (teacher)")
+        monitor.image(path, self.step)
+
+    def fit(self, quiet: bool = False) -> dict:
+        cfg = self.cfg
+        if self.rank == 0:
+            self.run.mkdir(parents=True, exist_ok=True)
+            (self.run / "config.yaml").write_text(yaml.safe_dump(_flat(cfg.to_dict()), sort_keys=True))
+        backend = choose_backend(cfg)
+        loader = Loader(self.source, self.step, self.device, backend, cfg.train.num_workers)
+        monitor = Monitor(self.run, self.step, self.total, self.global_batch, enabled=self.rank == 0, bar=not quiet)
+        fixed = self._fixed_clip() if self.rank == 0 and cfg.dora.method == "dora" else None
+        if self.step == 0 and fixed is not None:
+            self._tracking_png(fixed, monitor)
+        self._say(self.plan.describe())
+        last_loss = float("nan")
+        timer: tuple[int, float] | None = None  # (step, time) after the first step of this session
+        try:
+            while self.step < self.total:
+                t0 = time.perf_counter()
+                batch = next(loader)
+                t_data = time.perf_counter() - t0
+                out = self._train_step(batch)
+                last_loss = out["loss"]
+                self.step += 1
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                timer = self._time_steps(timer)
+                log = self.step % cfg.train.log_every == 0 or self.step == self.total
+                monitor.step(self.step, out, time.perf_counter() - t0, t_data, log)
+                if self.knn is not None and self.knn.due(self.step, self.total):
+                    self.knn.log(monitor, self.step, self.knn.evaluate(self.model.teacher.backbone))
+                if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total:
+                    self._save()
+                if fixed is not None and (self.step % cfg.train.maps_every == 0 or self.step == self.total):
+                    self._tracking_png(fixed, monitor)
+        finally:
+            monitor.close()
+        return {"steps": self.step, "loss": last_loss, "bad_clips": self.bad, "backend": backend,
+                "run": str(self.run), "checkpoint": str(ckpt.latest(self.run))}
+
+    def _say(self, line: str) -> None:
+        if self.rank == 0:
+            print(f"dora-train: {line}", file=sys.stderr, flush=True)
+
+    def _time_steps(self, timer: tuple[int, float] | None) -> tuple[int, float] | None:
+        """Time MEASURE_STEPS steps after the first (warm-up) one, then print the measured estimate once."""
+        now = time.perf_counter()
+        if timer is None:
+            return self.step, now
+        start, t0 = timer
+        if start >= 0 and (self.step - start >= MEASURE_STEPS or self.step == self.total) and self.step > start:
+            rate = (self.step - start) * self.cfg.train.batch_size / max(now - t0, 1e-9)
+            self._say(self.plan.measured(rate, self.step))
+            return -1, now
+        return timer
+
+    def _train_step(self, batch) -> dict:
+        cfg = self.cfg
+        sv = step_values(cfg, self.step, self.iters_per_epoch, self.global_batch)
+        set_lr_wd(self.opt, sv.lr, sv.weight_decay)
+        self.bad += batch.bad
+        self.seen += len(batch.positions)
+        if batch.errors:  # each unreadable clip, once, in the run folder
+            self.run.mkdir(parents=True, exist_ok=True)
+            with open(self.run / f"bad_clips.rank{self.rank}.log", "a") as f:
+                f.writelines(f"step {self.step}: {e}\n" for e in batch.errors)
+        if self.bad > cfg.train.max_bad_fraction * self.seen + BAD_SLACK:
+            raise TrainingError(f"{self.bad} of {self.seen} clips were unreadable (over train.max_bad_fraction="
+                                f"{cfg.train.max_bad_fraction}), e.g. {batch.errors[:1]}; run `dora-data verify`")
+        amp = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.amp else contextlib.nullcontext()
+        with amp:
+            out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, student=self.student, step=self.step)
+        loss = out["loss"]
+        if not _all_finite(loss):
+            last = ckpt.latest(self.run)
+            raise TrainingError(f"loss is {loss.item()} at step {self.step}; stopped. Last good checkpoint: "
+                                f"{last or 'none yet'}. Lower optim.lr, or use train.precision=fp32")
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            loss.backward()
+        grad_norm = clip_gradients(self.model.student, cfg.optim.clip_grad, cfg.optim.clip_mode)
+        if sv.freeze_last_layer:
+            cancel_last_layer_grads(self.model.student)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.model.ema_update(sv.momentum)
+        values = {"loss": out["loss"].detach(), "object": out["object"].detach(), "local": out["local"].detach()}
+        if "maps" in out:
+            values["map_entropy"] = map_entropy(out["maps"])
+            values["mask_coverage"] = mask_coverage(out["maps"])
+        if dist.is_initialized():
+            vec = torch.stack([v.float() for v in values.values()])
+            dist.all_reduce(vec)
+            values = dict(zip(values, vec / self.world, strict=True))
+        result = {k: float(v) for k, v in values.items()}
+        result.update(lr=sv.lr, weight_decay=sv.weight_decay, momentum=sv.momentum, teacher_temp=sv.teacher_temp,
+                      grad_norm=grad_norm, bad_clips=self.bad, epoch=(self.step + 1) / self.iters_per_epoch,
+                      clips_seen=(self.step + 1) * self.global_batch)
+        return result

@@ -1,0 +1,66 @@
+"""What a run shows: a progress bar (clips/s, data wait, ETA), metrics.jsonl, TensorBoard, tracking PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.files import write_text_atomic
+
+
+class Monitor:
+    """Rank 0's view of a run. `start_step` steps are complete (the checkpoint's); records of later
+    steps in metrics.jsonl (from a run killed after that checkpoint) are dropped, so every step is
+    logged once."""
+
+    def __init__(self, run: Path, start_step: int, total_steps: int, clips_per_step: int, enabled: bool = True,
+                 bar: bool = True):
+        self.run, self.enabled, self.clips_per_step = run, enabled, clips_per_step
+        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                        disable=not (enabled and bar), desc="train")
+        self.tb = None
+        if not enabled:
+            return
+        run.mkdir(parents=True, exist_ok=True)
+        self.metrics = run / "metrics.jsonl"
+        if self.metrics.exists():
+            kept = [line for line in self.metrics.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start_step]
+            write_text_atomic(self.metrics, "".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run / "tb"), purge_step=start_step + 1)
+        except ImportError:
+            self.tb = None
+
+    def step(self, step: int, values: dict, step_s: float, data_s: float, log: bool) -> None:
+        if not self.enabled:
+            return
+        rate = self.clips_per_step / max(step_s, 1e-9)
+        wait = 100.0 * data_s / max(step_s, 1e-9)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{values['loss']:.4f}", clips_s=f"{rate:.1f}", data_wait=f"{wait:.0f}%")
+        if not log:
+            return
+        record = {"step": step, **values, "clips_per_s": round(rate, 3), "data_wait_pct": round(wait, 1)}
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"train/{k}", v, step)
+
+    def image(self, path: Path, step: int) -> None:
+        if self.tb is not None and self.enabled:
+            import numpy as np
+            from PIL import Image
+
+            self.tb.add_image("tracking", np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()

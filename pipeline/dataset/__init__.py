@@ -1,0 +1,8 @@
+"""The read side of a shard folder: `Dataset`, the clip sampling contract, `verify`, previews."""
+
+from pipeline.dataset.clips import Clip, ClipSampler, ClipSpec
+from pipeline.dataset.preview import clip_grid
+from pipeline.dataset.reader import FORMAT_VERSION, Dataset, FrameTable
+from pipeline.dataset.verify import verify
+
+__all__ = ["Clip", "ClipSampler", "ClipSpec", "clip_grid", "Dataset", "FORMAT_VERSION", "FrameTable", "verify"]
