@@ -5,5 +5,6 @@ from dora.model.tracker import map_entropy, mask_coverage
 from dora.model.vit import QKTap, create_backbone, num_heads, patch_size, patch_tokens, tokens
 
 __all__ = [
-    "map_entropy", "mask_coverage", "DoRA", "QKTap", "create_backbone", "num_heads", "patch_size", "patch_tokens", "tokens",
+    "map_entropy", "mask_coverage", "DoRA", "QKTap", "create_backbone", "num_heads", "patch_size",
+    "patch_tokens", "tokens",
 ]
