@@ -1,8 +1,8 @@
 """Class vocabularies for open-vocabulary detection in `dora-data analyze` (Figure 2 b, c).
 
 `--vocabulary lvis | coco | in21k | FILE`:
-  lvis   the 1203 LVIS v1 categories (shipped: pipeline/vocab/lvis.txt)
-  coco   the 80 COCO detection categories (shipped: pipeline/vocab/coco.txt)
+  lvis   the 1203 LVIS v1 categories (shipped: pipeline/analyze/vocab/lvis.txt)
+  coco   the 80 COCO detection categories (shipped: pipeline/analyze/vocab/coco.txt)
   in21k  ImageNet-21k (fall 2011, the 21,843 synsets that Detic's 21k vocabulary comes from), named by
          the first WordNet lemma of each synset; built from the synset lists that timm ships, so
          nothing is downloaded. Synsets that share a lemma (crane the bird, crane the machine) become
@@ -65,7 +65,7 @@ def _in21k_lines() -> list[str]:
 def load_vocabulary(spec: str) -> Vocabulary:
     """The vocabulary named by `spec` (see the module docstring); one-line InputError when unusable."""
     if spec in ("lvis", "coco"):
-        text = (resources.files("pipeline") / "vocab" / f"{spec}.txt").read_text()
+        text = (resources.files("pipeline.analyze") / "vocab" / f"{spec}.txt").read_text()
         return parse_names(text.splitlines(), spec)
     if spec == "in21k":
         v = parse_names(_in21k_lines(), spec)
