@@ -36,7 +36,7 @@ OFFICIAL = ROOT / "configs" / "dora_vits16_official.yaml"
 def loader_rate(shards: Path, device: torch.device, batch: int, n: int, quick: bool) -> dict:
     over = [f"train.batch_size={batch}"] + (["data.global_size=64", "data.local_size=32"] if quick else [])
     cfg = load_config(OFFICIAL, over)
-    loader = Loader(BatchSource([str(shards)], cfg), 0, device, "dali", workers=4)
+    loader = Loader(BatchSource.from_config([str(shards)], cfg), 0, device, "dali", workers=4)
     for _ in range(3):
         next(loader)  # warm-up: pipeline build, nvJPEG handles
     if device.type == "cuda":
@@ -59,7 +59,7 @@ def together(shards: Path, run: Path, batch: int, steps: int, quick: bool) -> di
     if quick:
         over += ["data.global_size=64", "data.local_size=32", "model.depth=2", "model.out_dim=256"]
     cfg = load_config(OFFICIAL, over)
-    probe = BatchSource([str(shards)], cfg)
+    probe = BatchSource.from_config([str(shards)], cfg)
     cfg.train.epochs = steps / probe.steps_per_epoch()
     t = time.perf_counter()
     summary = Trainer([str(shards)], cfg, run, resume="none", quiet=True).fit(quiet=True)

@@ -87,7 +87,7 @@ def main() -> None:
     shards = make_shards(source)
     batch = 8
     cfg = load_config(ROOT / "configs" / "dora_vits16.yaml", [f"train.batch_size={batch}"])
-    src = BatchSource([str(shards)], cfg)
+    src = BatchSource.from_config([str(shards)], cfg)
     clips = [src.sampler.clip(p) for p in range(args.official_clips)]
     t0 = time.perf_counter()
     for c in clips:  # the official way, on the 4K source; same clip times and augmentation parameters

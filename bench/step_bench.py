@@ -55,7 +55,7 @@ def run(config: Path, batch: int, iters: int, device: torch.device, overrides: l
     def method_step(c):
         """A full training step of DoRA or the DINO baseline (config c) on g, lo."""
         torch.manual_seed(0)
-        model = DoRA(c).to(device).train()
+        model = DoRA.from_config(c).to(device).train()
         opt = torch.optim.AdamW([p for p in model.student.parameters() if p.requires_grad], lr=1e-5)
 
         def step():

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from dora.config import load_config  # noqa: E402
+from dora.data import normalize  # noqa: E402
 from dora.model import tracker  # noqa: E402
 from dora.model.method import DoRA  # noqa: E402
-from dora.train.viz import MEAN, STD, tracking_sheet  # noqa: E402
+from dora.train import tracking_sheet  # noqa: E402
 from pipeline.video.samples import sample_video  # noqa: E402
 
 VARIANTS = [("marginal", False), ("marginal", True), ("assignment", False), ("assignment", True)]
@@ -42,12 +43,12 @@ def load_frames(name: str, every: int, size: int) -> torch.Tensor:
         for i, f in enumerate(c.decode(video=0)):
             if i % every == 0:
                 out.append(torch.from_numpy(f.reformat(size, size, format="rgb24").to_ndarray()).permute(2, 0, 1))
-    return (torch.stack(out).float() / 255 - MEAN) / STD
+    return normalize(torch.stack(out).float() / 255)
 
 
 def measure(model: DoRA, clip: torch.Tensor) -> dict[str, tuple[float, float]]:
     """(normalised entropy, soft-mask mean) of the tracked maps for each variant, on clip [T, 3, H, W]."""
-    res, d = {}, model.cfg.dora
+    res, d = {}, model.dora
     saved = (d.sk_scale, d.normalize_tokens, d.sinkhorn)
     for scale, norm in VARIANTS + [("eq3", False)]:
         eq3 = scale == "eq3"
@@ -97,7 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = load_config(None, ["model.out_dim=4096", "model.drop_path=0.0"])
-    model = DoRA(cfg).eval()
+    model = DoRA.from_config(cfg).eval()
     frames = load_frames("bigbuckbunny.mp4", 8, 256)  # 17 frames, 0.32 s apart
     clip = frames[::2][:8, :, 16:240, 16:240]  # 8 frames 0.64 s apart, 224 px
     table = {"random init": measure(model, clip)}

@@ -19,59 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from dora.checkpoint import backbone_weights, load, load_backbone, resolve_checkpoint
-from dora.config import config_from_dict, load_config
-from pipeline.errors import InputError, report_errors
+from dora.eval import attention_sheet, teacher_model
+from pipeline.cli_errors import OneLineGroup
+from pipeline.errors import InputError
 
 
-def teacher_model(ckpt_path: Path, config: Path | None, overrides: tuple[str, ...]):
-    """A DoRA module whose teacher backbone holds the checkpoint's weights (a run folder: its newest one)."""
-    from dora.model import DoRA
-
-    state = load(resolve_checkpoint(ckpt_path))
-    saved = state.get("config") if isinstance(state, dict) else None
-    cfg = load_config(config, overrides) if config or not saved else config_from_dict(saved, overrides)
-    model = DoRA(cfg).eval()
-    load_backbone(model.teacher.backbone, backbone_weights(state))
-    return model
-
-
-def attention_sheet(model, image: Path, out: Path, size: int) -> Path:
-    """PNG: the image, then one [CLS] attention map per head of the last block."""
-    from dora.train import MEAN, STD
-
-    try:
-        img = Image.open(image).convert("RGB")
-    except OSError as e:
-        raise InputError(f"{image}: not a readable image ({e}); give JPEG or PNG files") from None
-    p = model.patch
-    w, h = img.size
-    scale = size / min(w, h)
-    w, h = max(p, round(w * scale) // p * p), max(p, round(h * scale) // p * p)
-    img = img.resize((w, h), Image.BICUBIC)
-    x = (torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255 - MEAN) / STD
-    with torch.no_grad(), model.tap:
-        model.teacher.backbone.forward_features(x[None])
-        attn = model.tap.cls_attention()[0]  # [heads, n]
-    maps = attn.reshape(-1, 1, h // p, w // p)
-    maps = F.interpolate(maps, size=(h, w), mode="nearest")[:, 0]
-    maps = maps / maps.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-    tiles = [np.asarray(img)] + [(np.stack([m.numpy()] * 3, -1) * np.array([255, 200, 60])).astype(np.uint8)
-                                 for m in maps]
-    sheet = Image.new("RGB", (w * len(tiles), h))
-    for i, t in enumerate(tiles):
-        sheet.paste(Image.fromarray(t), (i * w, 0))
-    path = out / f"attention_{image.stem}.png"
-    sheet.save(path)
-    return path
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Look at what a DoRA (or DINO) checkpoint learned."""
 
@@ -85,13 +40,10 @@ def main() -> None:
 def attention(checkpoint, images, out, size, config) -> None:
     """Last-block [CLS] attention of every head, for each image, as PNG."""
 
-    def go() -> None:
-        model = teacher_model(checkpoint, config, ())
-        out.mkdir(parents=True, exist_ok=True)
-        for image in images:
-            click.echo(str(attention_sheet(model, image, out, size)))
-
-    report_errors(go)
+    model, _ = teacher_model(checkpoint, config, ())
+    out.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        click.echo(str(attention_sheet(model, image, out, size)))
 
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
@@ -132,54 +84,51 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
           short_side, multiple, n_last, radius, topk, temperature, bound_th, no_score, quiet) -> None:
     """DAVIS-2017 video object segmentation by DINO's label propagation; J&F as davis2017-evaluation."""
 
-    def go() -> None:
-        import json
+    import json
 
-        from dora.eval import (
-            PropagationCfg,
-            RunRecord,
-            load_encoder,
-            pick_device,
-            read_sequences,
-            run_davis,
-            score_results,
-        )
-        from pipeline.files import write_json_atomic
+    from dora.eval import (
+        PropagationCfg,
+        RunRecord,
+        load_encoder,
+        pick_device,
+        read_sequences,
+        run_davis,
+        score_results,
+    )
+    from pipeline.files import write_json_atomic
 
-        seqs = read_sequences(root, split, _sequence_names(sequences))
-        if eval_only is not None:
-            if not Path(eval_only).is_dir():
-                raise InputError(f"{eval_only}: --eval-only needs a folder of <sequence>/<frame>.png results")
-            scores = score_results(seqs, eval_only, bound_th)
-            data = {"task": "davis", "results_dir": str(eval_only), "davis": str(root), "split": split,
-                    "params": {"bound_th": bound_th, "sequences": [s.name for s in seqs]}, **scores}
-            out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out / "metrics.json", data)
-            _davis_summary(data, echo_json)
-            return
-        if checkpoint is None:
-            raise InputError("give a CHECKPOINT (or --eval-only RESULTS_DIR to score existing PNGs)")
-        partial = [s for s in seqs if len(s.annotations) != len(s.frames)]
-        if partial and not no_score:
-            raise InputError(f"{partial[0].root}: {len(partial[0].annotations)} annotations for "
-                             f"{len(partial[0].frames)} frames; scoring needs one per frame (DAVIS-2017 "
-                             "train/val): give --no-score to only write the propagated PNGs")
-        cfg = PropagationCfg(short_side=short_side, multiple=multiple, n_last=n_last, radius=radius, topk=topk,
-                             temperature=temperature)
-        enc = load_encoder(checkpoint, key, pick_device(device), config)
-        params = {**cfg.as_dict(), "split": split, "sequences": [s.name for s in seqs], "batch_size": batch_size,
-                  "bound_th": bound_th, "davis": str(root)}
-        record = RunRecord("davis", enc, "last-block patch tokens after the final norm", params)
-        stamp = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key, **cfg.as_dict()}
-        counts = run_davis(enc, seqs, out, cfg, batch_size, workers, stamp, quiet)
-        scores = {"scored": False} if no_score else score_results(seqs, out, bound_th)
-        data = record.write(out, False, **counts, **scores)
-        if no_score:
-            click.echo(json.dumps(data, indent=1) if echo_json else f"{counts['n_frames']} frames written to {out}")
-        else:
-            _davis_summary(data, echo_json)
-
-    report_errors(go)
+    seqs = read_sequences(root, split, _sequence_names(sequences))
+    if eval_only is not None:
+        if not Path(eval_only).is_dir():
+            raise InputError(f"{eval_only}: --eval-only needs a folder of <sequence>/<frame>.png results")
+        scores = score_results(seqs, eval_only, bound_th)
+        data = {"task": "davis", "results_dir": str(eval_only), "davis": str(root), "split": split,
+                "params": {"bound_th": bound_th, "sequences": [s.name for s in seqs]}, **scores}
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", data)
+        _davis_summary(data, echo_json)
+        return
+    if checkpoint is None:
+        raise InputError("give a CHECKPOINT (or --eval-only RESULTS_DIR to score existing PNGs)")
+    partial = [s for s in seqs if len(s.annotations) != len(s.frames)]
+    if partial and not no_score:
+        raise InputError(f"{partial[0].root}: {len(partial[0].annotations)} annotations for "
+                         f"{len(partial[0].frames)} frames; scoring needs one per frame (DAVIS-2017 "
+                         "train/val): give --no-score to only write the propagated PNGs")
+    cfg = PropagationCfg(short_side=short_side, multiple=multiple, n_last=n_last, radius=radius, topk=topk,
+                         temperature=temperature)
+    enc = load_encoder(checkpoint, key, pick_device(device), config)
+    params = {**cfg.as_dict(), "split": split, "sequences": [s.name for s in seqs], "batch_size": batch_size,
+              "bound_th": bound_th, "davis": str(root)}
+    record = RunRecord("davis", enc, "last-block patch tokens after the final norm", params)
+    stamp = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key, **cfg.as_dict()}
+    counts = run_davis(enc, seqs, out, cfg, batch_size, workers, stamp, quiet)
+    scores = {"scored": False} if no_score else score_results(seqs, out, bound_th)
+    data = record.write(out, False, **counts, **scores)
+    if no_score:
+        click.echo(json.dumps(data, indent=1) if echo_json else f"{counts['n_frames']} frames written to {out}")
+    else:
+        _davis_summary(data, echo_json)
 
 
 def _davis_summary(data: dict, echo_json: bool) -> None:
@@ -220,55 +169,52 @@ def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard,
               key, device, workers, out, echo_json, config, quiet) -> None:
     """Unsupervised object discovery: LOST CorLoc on VOC and [CLS]-attention Jaccard on VOC12 segmentation."""
 
-    def go() -> None:
-        import json
+    import json
 
-        from dora.eval import (
-            DISCOVERY_MEAN,
-            DISCOVERY_STD,
-            RunRecord,
-            load_encoder,
-            pick_device,
-            read_detection,
-            read_segmentation,
-            run_corloc,
-            run_jaccard,
-        )
-        from dora.model import QKTap
+    from dora.eval import (
+        DISCOVERY_MEAN,
+        DISCOVERY_STD,
+        RunRecord,
+        load_encoder,
+        pick_device,
+        read_detection,
+        read_segmentation,
+        run_corloc,
+        run_jaccard,
+    )
+    from dora.model import QKTap
 
-        year_i = int(year)
-        do_jaccard = (year_i == 2012) if jaccard is None else jaccard
-        if do_jaccard and year_i != 2012:
-            raise InputError("--jaccard uses VOC 2012 segmentation val: give --year 2012 (or --no-jaccard)")
-        images = read_detection(root, year_i, image_set, image_list)
-        seg = read_segmentation(root, "val") if do_jaccard else []
-        enc = load_encoder(checkpoint, key, pick_device(device), config)
-        params = {"voc": str(root), "year": year_i, "set": image_set, "image_list": image_list,
-                  "k_patches": k_patches, "features": "k", "iou_threshold": 0.5,
-                  "mean": DISCOVERY_MEAN, "std": DISCOVERY_STD,
-                  "jaccard": do_jaccard, "jaccard_mask": jaccard_mask if do_jaccard else None,
-                  "jaccard_size": jaccard_size if do_jaccard else None}
-        record = RunRecord("discovery", enc, "last-block keys (LOST); last-block [CLS] attention (Jaccard)",
-                           params)
-        common = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key}
-        stamp_c = {**common, **{k: params[k] for k in ("voc", "year", "set", "image_list", "k_patches")}}
-        stamp_j = {**common, "voc": str(root), "mask": jaccard_mask, "size": jaccard_size}
-        out.mkdir(parents=True, exist_ok=True)
-        tap = QKTap(enc.model)
-        results = {"corloc": run_corloc(enc, tap, images, out, k_patches, workers, sheet_n, stamp_c, quiet)}
-        results["jaccard"] = (run_jaccard(enc, tap, seg, out, jaccard_mask, jaccard_size, workers, stamp_j, quiet)
-                              if do_jaccard else {"ran": False, "why": "off (--no-jaccard or --year 2007)"})
-        data = record.write(out, False, **results)
-        if echo_json:
-            click.echo(json.dumps(data, indent=1))
-        else:
-            c, j = results["corloc"], results["jaccard"]
-            line = f"CorLoc {c['corloc']:.2f} ({c['n_correct']}/{c['n_images']})"
-            if "jaccard" in j:
-                line += f"  Jaccard[{j['jaccard_mask']}] {j['jaccard']:.2f} ({j['n_images']} images)"
-            click.echo(line)
-
-    report_errors(go)
+    year_i = int(year)
+    do_jaccard = (year_i == 2012) if jaccard is None else jaccard
+    if do_jaccard and year_i != 2012:
+        raise InputError("--jaccard uses VOC 2012 segmentation val: give --year 2012 (or --no-jaccard)")
+    images = read_detection(root, year_i, image_set, image_list)
+    seg = read_segmentation(root, "val") if do_jaccard else []
+    enc = load_encoder(checkpoint, key, pick_device(device), config)
+    params = {"voc": str(root), "year": year_i, "set": image_set, "image_list": image_list,
+              "k_patches": k_patches, "features": "k", "iou_threshold": 0.5,
+              "mean": DISCOVERY_MEAN, "std": DISCOVERY_STD,
+              "jaccard": do_jaccard, "jaccard_mask": jaccard_mask if do_jaccard else None,
+              "jaccard_size": jaccard_size if do_jaccard else None}
+    record = RunRecord("discovery", enc, "last-block keys (LOST); last-block [CLS] attention (Jaccard)",
+                       params)
+    common = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key}
+    stamp_c = {**common, **{k: params[k] for k in ("voc", "year", "set", "image_list", "k_patches")}}
+    stamp_j = {**common, "voc": str(root), "mask": jaccard_mask, "size": jaccard_size}
+    out.mkdir(parents=True, exist_ok=True)
+    tap = QKTap(enc.model)
+    results = {"corloc": run_corloc(enc, tap, images, out, k_patches, workers, sheet_n, stamp_c, quiet)}
+    results["jaccard"] = (run_jaccard(enc, tap, seg, out, jaccard_mask, jaccard_size, workers, stamp_j, quiet)
+                          if do_jaccard else {"ran": False, "why": "off (--no-jaccard or --year 2007)"})
+    data = record.write(out, False, **results)
+    if echo_json:
+        click.echo(json.dumps(data, indent=1))
+    else:
+        c, j = results["corloc"], results["jaccard"]
+        line = f"CorLoc {c['corloc']:.2f} ({c['n_correct']}/{c['n_images']})"
+        if "jaccard" in j:
+            line += f"  Jaccard[{j['jaccard_mask']}] {j['jaccard']:.2f} ({j['n_images']} images)"
+        click.echo(line)
 
 
 @main.command()
@@ -281,27 +227,25 @@ def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard,
 def tracking(checkpoint, shards, out, n, seed, config) -> None:
     """N clips with their tracked objects overlaid per frame, as PNG (like the paper's Figure 4)."""
 
-    def go() -> None:
-        from dora.data import BatchSource, render_host_batch
-        from dora.train import tracking_sheet
+    from dora.data import BatchSource, render_host_batch
+    from dora.train import tracking_sheet
 
-        if not (Path(shards) / "dataset.json").exists():
-            raise InputError(f"{shards}: not a shard folder (no dataset.json)")
-        model = teacher_model(checkpoint, config, (f"train.seed={seed}", f"train.batch_size={n}"))
-        batch = render_host_batch(BatchSource([str(shards)], model.cfg)(0), model.cfg)
-        clips = batch["globals"][:, :, :1]
-        with torch.no_grad():
-            _, maps, _ = model.track_objects(clips)
-        if maps is None:
-            raise InputError("the config's dora.method is dino: there is nothing to track")
-        grid = (clips.shape[-2] // model.patch, clips.shape[-1] // model.patch)
-        out.mkdir(parents=True, exist_ok=True)
-        for i in range(clips.shape[0]):
-            path = tracking_sheet(clips[i, :, 0], maps[i, :, 0], grid, out / f"tracking_{i:02d}.png",
-                                  f"clip {i}: k={maps.shape[3]} objects discovered in frame 1, tracked")
-            click.echo(str(path))
-
-    report_errors(go)
+    if not (Path(shards) / "dataset.json").exists():
+        raise InputError(f"{shards}: not a shard folder (no dataset.json)")
+    model, cfg = teacher_model(checkpoint, config, (f"train.seed={seed}", f"train.batch_size={n}"))
+    source = BatchSource.from_config([str(shards)], cfg)
+    batch = render_host_batch(source(0), source.data, source.stream.global_views)
+    clips = batch["globals"][:, :, :1]
+    with torch.no_grad():
+        _, maps, _ = model.track_objects(clips)
+    if maps is None:
+        raise InputError("the config's dora.method is dino: there is nothing to track")
+    grid = (clips.shape[-2] // model.patch, clips.shape[-1] // model.patch)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(clips.shape[0]):
+        path = tracking_sheet(clips[i, :, 0], maps[i, :, 0], grid, out / f"tracking_{i:02d}.png",
+                              f"clip {i}: k={maps.shape[3]} objects discovered in frame 1, tracked")
+        click.echo(str(path))
 
 
 class SpreadK(click.Command):
@@ -367,28 +311,25 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
         decoder, precision, resize, crop, config, echo_json, quiet) -> None:
     """Weighted k-NN top-1/top-5 on frozen [CLS] features (DINO's eval_knn.py protocol)."""
 
-    def go() -> None:
-        from dora.eval import RunRecord, check_sizes, choose_decoder, load_encoder, pick_device, plot_knn, run_knn
+    from dora.eval import RunRecord, check_sizes, choose_decoder, load_encoder, pick_device, plot_knn, run_knn
 
-        check_sizes(resize, crop)
-        dev = pick_device(device)
-        dec = choose_decoder(decoder) if load_features is None else "none"
-        enc = load_encoder(checkpoint, key, dev, config)
-        params = {"data": str(data) if data else None, "k": list(ks), "temperature": temperature,
-                  "batch_size": batch_size, "workers": workers, "decoder": dec, "precision": precision,
-                  "resize": resize, "crop": crop, "interpolation": "bicubic",
-                  "dump_features": str(dump_features) if dump_features else None,
-                  "load_features": str(load_features) if load_features else None}
-        record = RunRecord("knn", enc, "cls_after_norm", params)
-        res = run_knn(enc, data, list(ks), temperature, batch_size, workers, dec, precision, resize, crop,
-                           dump_features, load_features, quiet, say=lambda m: click.echo(m, err=True))
-        plot_knn(res["results"], Path(out) / "knn.png", f"k-NN, T={temperature}: {Path(checkpoint).name}")
-        data_out = record.write(out, echo_json, **res)
-        for k, r in data_out["results"].items():
-            click.echo(f"{k}-NN: top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}", err=echo_json)
-        click.echo(f"wrote {Path(out) / 'metrics.json'}", err=True)
-
-    report_errors(go)
+    check_sizes(resize, crop)
+    dev = pick_device(device)
+    dec = choose_decoder(decoder) if load_features is None else "none"
+    enc = load_encoder(checkpoint, key, dev, config)
+    params = {"data": str(data) if data else None, "k": list(ks), "temperature": temperature,
+              "batch_size": batch_size, "workers": workers, "decoder": dec, "precision": precision,
+              "resize": resize, "crop": crop, "interpolation": "bicubic",
+              "dump_features": str(dump_features) if dump_features else None,
+              "load_features": str(load_features) if load_features else None}
+    record = RunRecord("knn", enc, "cls_after_norm", params)
+    res = run_knn(enc, data, list(ks), temperature, batch_size, workers, dec, precision, resize, crop,
+                       dump_features, load_features, quiet, say=lambda m: click.echo(m, err=True))
+    plot_knn(res["results"], Path(out) / "knn.png", f"k-NN, T={temperature}: {Path(checkpoint).name}")
+    data_out = record.write(out, echo_json, **res)
+    for k, r in data_out["results"].items():
+        click.echo(f"{k}-NN: top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}", err=echo_json)
+    click.echo(f"wrote {Path(out) / 'metrics.json'}", err=True)
 
 
 @main.command()
@@ -411,36 +352,33 @@ def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_fea
            workers, decoder, precision, resize, crop, config, echo_json, quiet) -> None:
     """Linear probe on frozen features (DINO's eval_linear.py protocol); resumes after a kill."""
 
-    def go() -> None:
-        from dataclasses import asdict
+    from dataclasses import asdict
 
-        from dora.eval import (
-            LinearParams,
-            LinearProbe,
-            RunRecord,
-            check_sizes,
-            choose_decoder,
-            load_encoder,
-            pick_device,
-        )
+    from dora.eval import (
+        LinearParams,
+        LinearProbe,
+        RunRecord,
+        check_sizes,
+        choose_decoder,
+        load_encoder,
+        pick_device,
+    )
 
-        check_sizes(resize, crop)
-        dev = pick_device(device)
-        p = LinearParams(epochs=epochs, lr=lr, batch_size=batch_size, n_last_blocks=n_last_blocks, avgpool=avgpool,
-                         cached=cached_features, seed=seed, workers=workers, decoder=choose_decoder(decoder),
-                         precision=precision, resize=resize, crop=crop)
-        enc = load_encoder(checkpoint, key, dev, config)
-        feature = f"cls_last{n_last_blocks}_after_norm" + ("+patch_mean" if avgpool else "")
-        record = RunRecord("linear", enc, feature, {"data": str(data), **asdict(p), "momentum": 0.9,
-                                                    "weight_decay": 0.0, "schedule": "cosine per epoch to 0",
-                                                    "train_transform": f"RandomResizedCrop+flip ({p.decoder})"})
-        res = LinearProbe(enc, data, out, p, quiet, say=lambda m: click.echo(m, err=True)).fit()
-        r = record.write(out, echo_json, **res)["results"]
-        click.echo(f"linear: best top-1 {r['best_top1']:.2f} (epoch {r['best_epoch']}), last {r['last_top1']:.2f}",
-                   err=echo_json)
-        click.echo(f"wrote {Path(out) / 'metrics.json'}", err=True)
-
-    report_errors(go)
+    check_sizes(resize, crop)
+    dev = pick_device(device)
+    p = LinearParams(epochs=epochs, lr=lr, batch_size=batch_size, n_last_blocks=n_last_blocks, avgpool=avgpool,
+                     cached=cached_features, seed=seed, workers=workers, decoder=choose_decoder(decoder),
+                     precision=precision, resize=resize, crop=crop)
+    enc = load_encoder(checkpoint, key, dev, config)
+    feature = f"cls_last{n_last_blocks}_after_norm" + ("+patch_mean" if avgpool else "")
+    record = RunRecord("linear", enc, feature, {"data": str(data), **asdict(p), "momentum": 0.9,
+                                                "weight_decay": 0.0, "schedule": "cosine per epoch to 0",
+                                                "train_transform": f"RandomResizedCrop+flip ({p.decoder})"})
+    res = LinearProbe(enc, data, out, p, quiet, say=lambda m: click.echo(m, err=True)).fit()
+    r = record.write(out, echo_json, **res)["results"]
+    click.echo(f"linear: best top-1 {r['best_top1']:.2f} (epoch {r['best_epoch']}), last {r['last_top1']:.2f}",
+               err=echo_json)
+    click.echo(f"wrote {Path(out) / 'metrics.json'}", err=True)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
 
-from pipeline.errors import report_errors
+from pipeline.cli_errors import DefaultCommandGroup
 from pipeline.files import FolderLock
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (an editable install)
@@ -25,11 +24,17 @@ def resolve_config(config: Path | None) -> Path | None:
     return shipped if shipped.exists() else config
 
 
-def _run(fn) -> None:
-    report_errors(fn, "run the same command again to resume from the last checkpoint")
+class TrainGroup(DefaultCommandGroup):
+    interrupted_hint = "run the same command again to resume from the last checkpoint"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": False})
+@click.group(cls=TrainGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """DoRA (or DINO) pretraining: `dora-train [train] --shards DIR ...`; `dora-train export CKPT ...`."""
+
+
+@main.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": False},
+              epilog="Also: `dora-train export CHECKPOINT --to timm|dino OUT` writes the teacher backbone.")
 @click.option("--shards", "shards", multiple=True, type=click.Path(path_type=Path),
               help="Shard folder from `dora-data shard` (repeat for several).")
 @click.option("--images", "images", type=click.Path(path_type=Path), default=None,
@@ -46,26 +51,23 @@ def _run(fn) -> None:
 def train(shards, images, config, output, resume, quiet, overrides) -> None:
     """Train DoRA on SHARDS (or DoRA* on IMAGES); OVERRIDES are key=value settings, e.g. train.batch_size=32."""
 
-    def go() -> None:
-        from dora.config import load_config
-        from dora.train import Trainer
-        from pipeline.errors import InputError
+    from dora.config import load_config
+    from dora.train import Trainer
+    from pipeline.errors import InputError
 
-        if bool(shards) == bool(images):
-            raise InputError("give either --shards FOLDER (videos, from `dora-data shard`) or --images FOLDER "
-                             "(DoRA*: a folder of JPEGs), not " + ("both" if shards else "neither"))
-        path = resolve_config(config)
-        cfg = load_config(path, overrides)
-        run = output or Path("runs") / (path.stem if path else "default")
-        first = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock per run, held by rank 0
-        with FolderLock(run, "dora-train", hint="another --output") if first else contextlib.nullcontext():
-            summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet, images=images).fit(quiet=quiet)
-        click.echo(json.dumps(summary))
-
-    _run(go)
+    if bool(shards) == bool(images):
+        raise InputError("give either --shards FOLDER (videos, from `dora-data shard`) or --images FOLDER "
+                         "(DoRA*: a folder of JPEGs), not " + ("both" if shards else "neither"))
+    path = resolve_config(config)
+    cfg = load_config(path, overrides)
+    run = output or Path("runs") / (path.stem if path else "default")
+    first = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock per run, held by rank 0
+    with FolderLock(run, "dora-train", hint="another --output") if first else contextlib.nullcontext():
+        summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet, images=images).fit(quiet=quiet)
+    click.echo(json.dumps(summary))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@main.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--to", "to", type=click.Choice(["timm", "dino"]), required=True)
 @click.option("--key", default="teacher", show_default=True, help="Which network of the checkpoint.")
@@ -73,24 +75,14 @@ def train(shards, images, config, output, resume, quiet, overrides) -> None:
 def export(checkpoint, to, key, out) -> None:
     """Write the teacher backbone of CHECKPOINT (ours, or official DoRA/DINO) for timm or DINO's eval scripts."""
 
-    def go() -> None:
-        from dora.checkpoint import export as run_export
+    from dora.checkpoint import export as run_export
 
-        path = run_export(checkpoint, to, out, key)
-        if to == "timm":
-            click.echo(f"{path}: timm.create_model(ARCH, pretrained=True, num_classes=0, "
-                       f"pretrained_cfg_overlay=dict(file='{path}'))")
-        else:
-            click.echo(f"{path}: DINO eval scripts: --pretrained_weights {path} --checkpoint_key teacher")
-
-    _run(go)
-
-
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "export":
-        export.main(args=sys.argv[2:], prog_name="dora-train export")
+    path = run_export(checkpoint, to, out, key)
+    if to == "timm":
+        click.echo(f"{path}: timm.create_model(ARCH, pretrained=True, num_classes=0, "
+                   f"pretrained_cfg_overlay=dict(file='{path}'))")
     else:
-        train.main(prog_name="dora-train")
+        click.echo(f"{path}: DINO eval scripts: --pretrained_weights {path} --checkpoint_key teacher")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import InputError, report_errors
+from pipeline.cli_errors import OneLineGroup
+from pipeline.errors import InputError
 from pipeline.shard import BLUR_MODES, DETECTORS, CutSettings, FaceSettings, ShardSettings
 
 SIZE_RE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
@@ -31,14 +32,7 @@ class ByteSize(click.ParamType):
         return int(float(m.group(1)) * UNITS[unit])
 
 
-class Group(click.Group):
-    """Turns InputError into one line on stderr and exit status 2; Ctrl-C into a resume hint."""
-
-    def invoke(self, ctx):
-        return report_errors(lambda: super(Group, self).invoke(ctx))
-
-
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Walking Tours data: download, decode once into shards, check, and look at clips."""
 

@@ -1,24 +1,32 @@
-"""The one exception type that reaches the user as a single line."""
+"""The exception types that reach the user as a single line, one per kind of failure.
+
+  InputError        bad input or environment (a file, an option, a folder): fix it and rerun
+  DiskFullError     a write failed for lack of space: free space and rerun (runs resume)
+  TrainingDiverged  training stopped: a non-finite loss, or too many unreadable clips
+
+The command lines turn each into `error: ...` on stderr and exit status 2 (`pipeline/cli_errors.py`).
+"""
 
 from __future__ import annotations
 
 import errno
-import sys
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
-class InputError(Exception):
-    """A problem with the user's input or environment: printed as one line, exit status 2.
-
-    The message names the file, what is wrong with it and what to do.
-    """
+class UserFacingError(Exception):
+    """An error a command line prints as one line (its message names what, where, and what to do)."""
 
 
-class DiskFullError(InputError):
-    """A write failed because the disk (or quota, or file size limit) is full: one line, exit status 2."""
+class InputError(UserFacingError):
+    """A problem with the user's input or environment. The message names the file, what is wrong with
+    it and what to do."""
+
+
+class DiskFullError(UserFacingError):
+    """A write failed because the disk (or quota, or file size limit) is full."""
+
+
+class TrainingDiverged(UserFacingError):
+    """Training cannot go on: the loss is not finite, or too many clips were unreadable."""
 
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -34,15 +42,3 @@ def disk_full_cause(exc: BaseException) -> OSError | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
-
-
-def report_errors(fn: Callable[[], T], interrupted: str = "run the same command again to resume") -> T:
-    """Run fn; an InputError becomes `error: ...` on stderr and exit 2, Ctrl-C a hint and exit 130."""
-    try:
-        return fn()
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"interrupted: {interrupted}", file=sys.stderr)
-        sys.exit(130)

@@ -58,7 +58,7 @@ def test_folder_listing_and_jpeg_sizes(image_folder):
 
 def test_both_loaders_give_the_same_one_frame_clips(image_folder):
     cfg = load_config(SMOKE, [*STAR, "train.batch_size=3"])
-    source = ImageSource(image_folder, cfg)
+    source = ImageSource.from_config(image_folder, cfg)
     dali = Loader(source, 2, torch.device("cpu"), "dali")
     plain = Loader(source, 2, torch.device("cpu"), "torch")
     a, b = next(dali), next(plain)

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from dora.config import load_config
+from dora.data import normalize
 from dora.model import tracker
 from dora.model.method import DoRA
-from dora.train.viz import MEAN, STD
 from pipeline.video.samples import sample_video
 from tests.conftest import ROOT
 from tests.videos import decode_all
@@ -20,7 +20,7 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 
 def _model(*overrides: str) -> DoRA:
     torch.manual_seed(0)
-    return DoRA(load_config(SMOKE, list(overrides))).train()
+    return DoRA.from_config(load_config(SMOKE, list(overrides))).train()
 
 
 def _batch(v: int = 2, seed: int = 1):
@@ -57,7 +57,7 @@ def _observe(*overrides: str, v: int = 2) -> dict:
     m = _model(*overrides)
     g, loc = _batch(v)
     t_logits, maps, _ = m.track_objects(g)
-    m.generator.manual_seed(m.cfg.train.seed)
+    m.generator.manual_seed(m.seed)
     out = m(g, loc, teacher_temp=0.04)
     return {"teacher": t_logits, "maps": maps, "loss": out["loss"].detach(), "object": out["object"].detach(),
             "local": out["local"].detach()}
@@ -106,18 +106,6 @@ def test_more_objects_than_heads_needs_a_split_last_block():
     assert out["maps"].shape[3] == 4 and torch.isfinite(out["loss"])
 
 
-class _Recorder(torch.nn.Module):
-    """A student that records the inputs DoRA.forward gives it."""
-
-    def __init__(self, student: torch.nn.Module):
-        super().__init__()
-        self.student, self.inputs = student, None
-
-    def forward(self, x):
-        self.inputs = x
-        return self.student(x)
-
-
 @pytest.mark.parametrize("v", [1, 2])
 def test_binary_masks_in_forward_threshold_each_frame_view_and_object(v):
     """The masked views the student sees are X * mask, with the official threshold computed from the
@@ -126,15 +114,16 @@ def test_binary_masks_in_forward_threshold_each_frame_view_and_object(v):
     with torch.no_grad():  # sharper maps than at random init (as after training), so frames' thresholds differ
         m.teacher.backbone.blocks[-1].attn.qkv.weight.mul_(10)
     g, loc = _batch(v)
-    rec = _Recorder(m.student)
-    out = m(g, loc, teacher_temp=0.04, student=rec)
+    seen = []
+    m.student.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))  # what the student is given
+    out = m(g, loc, teacher_temp=0.04)
     maps = out["maps"]  # [B, T, V, k, n]
     b, t, _, k, n = maps.shape
     unit = F.normalize(maps, dim=-1)
     keep = (unit > unit.mean(dim=(0, 4), keepdim=True)).float().reshape(b, t, v, k, 1, 4, 4)
     expected = g[:, :, :, None] * F.interpolate(keep.reshape(-1, 1, 4, 4), scale_factor=16, mode="nearest").reshape(
         b, t, v, k, 1, 64, 64)
-    assert torch.equal(rec.inputs[0], expected.flatten(0, 3))
+    assert torch.equal(seen[0][0], expected.flatten(0, 3))
     per_clip_threshold = (unit > unit.mean(dim=(0, 1, 4), keepdim=True)).float()  # averaged over frames too
     assert not torch.equal(per_clip_threshold.reshape(keep.shape), keep)  # the case distinguishes the two
 
@@ -143,11 +132,11 @@ def _real_clip(t: int, size: int) -> torch.Tensor:
     """t frames of Big Buck Bunny (one shot), 0.64 s apart, size x size, normalised."""
     _, frames = decode_all(sample_video("bigbuckbunny.mp4"), size=(size, size))
     x = torch.from_numpy(np.stack(frames[0:16 * t:16]))
-    return (x.permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
+    return normalize(x.permute(0, 3, 1, 2).float() / 255)
 
 
 def _stats(model: DoRA, clip: torch.Tensor, scale: str, normalize: bool) -> tuple[float, float]:
-    model.cfg.dora.sk_scale, model.cfg.dora.normalize_tokens = scale, normalize
+    model.dora.sk_scale, model.dora.normalize_tokens = scale, normalize
     model.generator.manual_seed(0)
     _, maps, _ = model.track_objects(clip[None, :, None])
     return float(tracker.map_entropy(maps)), float(tracker.mask_coverage(maps))
@@ -161,7 +150,8 @@ def test_scale_decision_on_real_frames():
     gives maps that keep a part of the frame: the regime the method needs (docs/DEVIATIONS.md).
     """
     torch.manual_seed(0)
-    model = DoRA(load_config(None, ["model.out_dim=1024", "model.drop_path=0.0", "data.local_crops=2"])).eval()
+    cfg = load_config(None, ["model.out_dim=1024", "model.drop_path=0.0", "data.local_crops=2"])
+    model = DoRA.from_config(cfg).eval()
     clip = _real_clip(8, 224)
     for stage in ("random init", "briefly trained"):
         if stage == "briefly trained":

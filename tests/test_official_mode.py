@@ -34,8 +34,8 @@ def test_local_flip_off_never_mirrors_local_crops(main_ds, backend):
     """Same clips and parameters; with data.local_flip=false every local crop is the unflipped one:
     where a flip was drawn, the crop is the mirror image of the flipping run's crop, else identical."""
     base = ["train.batch_size=2"]
-    on = BatchSource([str(main_ds)], load_config(SMOKE, base))
-    off = BatchSource([str(main_ds)], load_config(SMOKE, [*base, "data.local_flip=false"]))
+    on = BatchSource.from_config([str(main_ds)], load_config(SMOKE, base))
+    off = BatchSource.from_config([str(main_ds)], load_config(SMOKE, [*base, "data.local_flip=false"]))
     a = next(Loader(on, 0, torch.device("cpu"), backend))
     b = next(Loader(off, 0, torch.device("cpu"), backend))
     flips = np.stack([on.params(on.sampler.clip(p)).local_flip for p in a.positions])  # [B, T, m]
@@ -52,7 +52,8 @@ def test_clips_cross_shot_cuts_only_when_asked(main_ds):
     data.clip_within_shot=false."""
     spans = {}
     for within in (True, False):
-        sampler = BatchSource([str(main_ds)], load_config(SMOKE, [f"data.clip_within_shot={within}"])).sampler
+        cfg = load_config(SMOKE, [f"data.clip_within_shot={within}"])
+        sampler = BatchSource.from_config([str(main_ds)], cfg).sampler
         crossing = 0
         for row in sampler.starts:
             d, video = sampler.videos[int(row[0])]
@@ -70,7 +71,7 @@ def _batch(v: int = 1):
 
 def _model(*overrides: str, rank: int = 0) -> DoRA:
     torch.manual_seed(0)
-    return DoRA(load_config(SMOKE, list(overrides)), rank).train()
+    return DoRA.from_config(load_config(SMOKE, list(overrides)), rank).train()
 
 
 def test_heads_differ_between_ranks_and_repeat_between_runs():

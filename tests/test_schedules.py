@@ -129,15 +129,16 @@ def test_step_values_follow_the_config():
     cfg = load_config(ROOT / "configs" / "dora_vits16.yaml", ["train.epochs=10", "optim.warmup_epochs=2",
                                                                "loss.warmup_teacher_temp=0.02",
                                                                "loss.warmup_teacher_temp_epochs=1"])
-    first = step_values(cfg, 0, iters_per_epoch=100, global_batch=128)
-    peak = step_values(cfg, 200, iters_per_epoch=100, global_batch=128)
-    last = step_values(cfg, 1000, iters_per_epoch=100, global_batch=128)
+    values = lambda *a, **k: step_values(cfg.optim, cfg.loss, cfg.train.epochs, *a, **k)  # noqa: E731
+    first = values(0, iters_per_epoch=100, global_batch=128)
+    peak = values(200, iters_per_epoch=100, global_batch=128)
+    last = values(1000, iters_per_epoch=100, global_batch=128)
     assert first.lr == 0.0 and peak.lr == pytest.approx(5e-4 * 128 / 256) and last.lr == pytest.approx(1e-6)
     assert first.weight_decay == pytest.approx(0.04) and last.weight_decay == pytest.approx(0.4)
     assert first.momentum == pytest.approx(0.996) and last.momentum == pytest.approx(1.0)
     assert first.teacher_temp == pytest.approx(0.02) and peak.teacher_temp == pytest.approx(0.04)
-    assert first.freeze_last_layer and step_values(cfg, 99, 100, 128).freeze_last_layer
-    assert not step_values(cfg, 100, 100, 128).freeze_last_layer
+    assert first.freeze_last_layer and values(99, 100, 128).freeze_last_layer
+    assert not values(100, 100, 128).freeze_last_layer
 
 
 def _backbone_movement(cfg, steps: int) -> float:
@@ -147,13 +148,13 @@ def _backbone_movement(cfg, steps: int) -> float:
     from dora.train.schedules import step_values
 
     torch.manual_seed(0)
-    model = DoRA(cfg).train()
+    model = DoRA.from_config(cfg).train()
     opt = build_optimizer(cfg.optim.optimizer, model.student)
     w0 = torch.cat([p.detach().flatten().clone() for p in model.student.backbone.parameters()])
     g = torch.Generator().manual_seed(1)
     start = round(cfg.optim.warmup_epochs * 30)
     for s in range(start, start + steps):
-        sv = step_values(cfg, s, iters_per_epoch=30, global_batch=128)
+        sv = step_values(cfg.optim, cfg.loss, cfg.train.epochs, s, iters_per_epoch=30, global_batch=128)
         set_lr_wd(opt, sv.lr, sv.weight_decay)
         globals_ = torch.randn(2, 4, 2, 3, 64, 64, generator=g)
         locals_ = torch.randn(2, 4, 2, 3, 32, 32, generator=g)

@@ -76,7 +76,7 @@ def test_both_loader_paths_draw_the_same_clips_and_views(main_ds, sizes, tol):
     """DALI (CPU here) and torch: identical clips, and views equal up to resampling (mean |diff| in
     normalised units; 0.01 is about 0.6/255 per pixel)."""
     cfg = load_config(SMOKE, ["train.batch_size=3", f"data.global_size={sizes[0]}", f"data.local_size={sizes[1]}"])
-    source = BatchSource([str(main_ds)], cfg)
+    source = BatchSource.from_config([str(main_ds)], cfg)
     dali = Loader(source, 5, torch.device("cpu"), "dali")
     plain = Loader(source, 5, torch.device("cpu"), "torch")
     for _ in range(2):
@@ -191,7 +191,7 @@ def test_torchrun_two_processes_on_cpu(main_ds, tmp_path):
     steps = [s for s, _ in _losses(run)]
     assert steps == list(range(1, len(steps) + 1))
     cfg = load_config(SMOKE)
-    ranks = [BatchSource([str(main_ds)], cfg, rank=r, world=2) for r in range(2)]
+    ranks = [BatchSource.from_config([str(main_ds)], cfg, rank=r, world=2) for r in range(2)]
     seen = [{(c.video, c.rows[0]) for b in range(len(steps)) for c in src(b).clips} for src in ranks]
     assert not seen[0] & seen[1]
     more = subprocess.run(cmd[:-2] + ["train.epochs=0.5", "train.checkpoint_every=2"], cwd=ROOT,
@@ -215,7 +215,8 @@ def test_an_epoch_is_one_clip_per_source_frame_and_schedules_follow(main_ds, tmp
     per_epoch = int(source) // 2  # smoke batch: 2 clips
     assert per_epoch >= 2 * (int(stored) // 2)  # 25-30 fps sources stored at 10 fps
     for unit, want in (("source_frames", per_epoch), ("stored_frames", int(stored) // 2)):
-        assert BatchSource([str(main_ds)], load_config(SMOKE, [f"train.epoch_unit={unit}"])).steps_per_epoch() == want
+        cfg = load_config(SMOKE, [f"train.epoch_unit={unit}"])
+        assert BatchSource.from_config([str(main_ds)], cfg).steps_per_epoch() == want
     run = tmp_path / "run"
     r = train_cli("--shards", main_ds, "--config", SMOKE, "--output", run, "--quiet", "train.epoch_unit=source_frames",
                   f"train.epochs={12 / per_epoch!r}", f"optim.warmup_epochs={4 / per_epoch!r}",

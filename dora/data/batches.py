@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dora.config import Config
+from dora.config import Config, DataCfg
 from dora.data.augment import ClipParams, clip_rng, draw_clip
+from dora.data.stream import ClipStream
 from pipeline.dataset import Clip, ClipSampler, ClipSpec, Dataset
 from pipeline.errors import InputError
 
@@ -44,10 +45,15 @@ def looks_like_jpeg(data: bytes) -> bool:
 class BatchSource:
     """Builds HostBatch b for one rank; picklable, so DataLoader workers and DALI can call it."""
 
-    def __init__(self, shard_dirs: list[str], cfg: Config, rank: int = 0, world: int = 1):
-        self.shard_dirs, self.cfg, self.rank, self.world = list(map(str, shard_dirs)), cfg, rank, world
+    def __init__(self, shard_dirs: list[str], data: DataCfg, stream: ClipStream, rank: int = 0, world: int = 1):
+        self.shard_dirs, self.data, self.stream = list(map(str, shard_dirs)), data, stream
+        self.rank, self.world = rank, world
         self._sampler: ClipSampler | None = None
         self._sizes: dict[tuple[int, str], tuple[int, int]] | None = None
+
+    @classmethod
+    def from_config(cls, shard_dirs: list[str], cfg: Config, rank: int = 0, world: int = 1) -> BatchSource:
+        return cls(shard_dirs, cfg.data, ClipStream.from_config(cfg), rank, world)
 
     def __getstate__(self):
         return {**self.__dict__, "_sampler": None, "_sizes": None}
@@ -55,13 +61,13 @@ class BatchSource:
     @property
     def sampler(self) -> ClipSampler:
         if self._sampler is None:
-            spec = ClipSpec(self.cfg.data.clip_frames, self.cfg.data.clip_stride_s, self.cfg.data.clip_within_shot)
-            self._sampler = ClipSampler([Dataset(d) for d in self.shard_dirs], spec, self.cfg.train.seed,
+            spec = ClipSpec(self.data.clip_frames, self.data.clip_stride_s, self.data.clip_within_shot)
+            self._sampler = ClipSampler([Dataset(d) for d in self.shard_dirs], spec, self.stream.seed,
                                         self.rank, self.world)
-            if len(self._sampler) < self.cfg.train.batch_size:
+            if len(self._sampler) < self.stream.batch_size:
                 raise InputError(f"{', '.join(self.shard_dirs)}: only {len(self._sampler)} clips of "
                                  f"{spec.frames} frames {spec.stride_s}s apart for this rank, fewer than one batch "
-                                 f"({self.cfg.train.batch_size}); lower train.batch_size or data.clip_frames")
+                                 f"({self.stream.batch_size}); lower train.batch_size or data.clip_frames")
         return self._sampler
 
     def frame_size(self, clip: Clip) -> tuple[int, int]:
@@ -72,9 +78,9 @@ class BatchSource:
 
     def params(self, clip: Clip) -> ClipParams:
         """The clip's augmentation, fixed by (seed, rank, position)."""
-        rng = clip_rng(self.cfg.train.seed, self.rank, clip.position)
-        return draw_clip(rng, self.frame_size(clip), self.cfg.data.clip_frames, self.cfg.dora.global_views,
-                         self.cfg.data)
+        rng = clip_rng(self.stream.seed, self.rank, clip.position)
+        return draw_clip(rng, self.frame_size(clip), self.data.clip_frames, self.stream.global_views,
+                         self.data)
 
     def read(self, clip: Clip) -> list[bytes] | str:
         """The clip's JPEGs, or a one-line reason why they cannot be used."""
@@ -88,7 +94,7 @@ class BatchSource:
         return frames
 
     def __call__(self, b: int) -> HostBatch:
-        size = self.cfg.train.batch_size
+        size = self.stream.batch_size
         clips = [self.sampler.clip(p) for p in range(b * size, (b + 1) * size)]
         frames = [self.read(c) for c in clips]
         errors = [f for f in frames if isinstance(f, str)]
@@ -103,11 +109,11 @@ class BatchSource:
         (the official loader starts a clip at every frame of the 60 fps source). The stream stays
         uniform over the valid starts: an epoch is just that many draws from it."""
         s = self.sampler
-        if self.cfg.train.epoch_unit == "stored_frames":
+        if self.stream.epoch_unit == "stored_frames":
             return len(s)
         ratio = np.array([float(v["fps_source"]) / float(v["fps_stored"]) for ds in s.datasets for v in ds.videos])
         starts = np.bincount(s.starts[:, 0].astype(np.int64), minlength=len(s.videos))
         return int(starts @ ratio) // self.world
 
     def steps_per_epoch(self) -> int:
-        return max(1, self.clips_per_epoch() // self.cfg.train.batch_size)
+        return max(1, self.clips_per_epoch() // self.stream.batch_size)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dora.config import Config, ConfigError
+from dora.config import Config, ConfigError, DataCfg
 from dora.data.augment import ClipParams, clip_rng, draw_clip
 from dora.data.batches import HostBatch, looks_like_jpeg, substitutes
+from dora.data.stream import ClipStream
 from pipeline.dataset import Clip
 from pipeline.errors import InputError
 
@@ -71,16 +72,20 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 class ImageSource:
     """HostBatch b of one rank's stream of one-image clips; picklable (DataLoader workers, DALI)."""
 
-    def __init__(self, root: str | Path, cfg: Config, rank: int = 0, world: int = 1):
-        if cfg.data.clip_frames != 1:
-            raise ConfigError(f"--images trains DoRA⋆ on one-frame clips, but data.clip_frames={cfg.data.clip_frames}; "
+    def __init__(self, root: str | Path, data: DataCfg, stream: ClipStream, rank: int = 0, world: int = 1):
+        if data.clip_frames != 1:
+            raise ConfigError(f"--images trains DoRA⋆ on one-frame clips, but data.clip_frames={data.clip_frames}; "
                               "use --config configs/dora_star_vits16.yaml or data.clip_frames=1")
-        self.root, self.cfg, self.rank, self.world = Path(root), cfg, rank, world
+        self.root, self.data, self.stream, self.rank, self.world = Path(root), data, stream, rank, world
         self.files = find_images(self.root)
         self._orders: dict[int, np.ndarray] = {}
-        if len(self) < cfg.train.batch_size:
+        if len(self) < stream.batch_size:
             raise InputError(f"{self.root}: {len(self.files)} JPEG files give {len(self)} images for this rank, "
-                             f"fewer than one batch ({cfg.train.batch_size}); add images or lower train.batch_size")
+                             f"fewer than one batch ({stream.batch_size}); add images or lower train.batch_size")
+
+    @classmethod
+    def from_config(cls, root: str | Path, cfg: Config, rank: int = 0, world: int = 1) -> ImageSource:
+        return cls(root, cfg.data, ClipStream.from_config(cfg), rank, world)
 
     def __len__(self) -> int:
         """Images per epoch for this rank."""
@@ -92,7 +97,7 @@ class ImageSource:
     def _order(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
             self._orders.clear()
-            rng = np.random.Generator(np.random.PCG64([self.cfg.train.seed, epoch]))
+            rng = np.random.Generator(np.random.PCG64([self.stream.seed, epoch]))
             self._orders[epoch] = rng.permutation(len(self.files))[self.rank::self.world][:len(self)]
         return self._orders[epoch]
 
@@ -117,11 +122,11 @@ class ImageSource:
 
     def params(self, clip: Clip, size: tuple[int, int]) -> ClipParams:
         """The image's augmentation, fixed by (seed, rank, position)."""
-        rng = clip_rng(self.cfg.train.seed, self.rank, clip.position)
-        return draw_clip(rng, size, 1, self.cfg.dora.global_views, self.cfg.data)
+        rng = clip_rng(self.stream.seed, self.rank, clip.position)
+        return draw_clip(rng, size, 1, self.stream.global_views, self.data)
 
     def __call__(self, b: int) -> HostBatch:
-        n = self.cfg.train.batch_size
+        n = self.stream.batch_size
         clips = [self.clip(p) for p in range(b * n, (b + 1) * n)]
         got = [self.read(c) for c in clips]
         errors = [g for g in got if isinstance(g, str)]
@@ -135,4 +140,4 @@ class ImageSource:
         return len(self)
 
     def steps_per_epoch(self) -> int:
-        return max(1, self.clips_per_epoch() // self.cfg.train.batch_size)
+        return max(1, self.clips_per_epoch() // self.stream.batch_size)

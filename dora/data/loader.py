@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dora.config import Config
+from dora.config import DataCfg
 from dora.data.batches import BatchSource, HostBatch, substitutes
 from dora.data.views_dali import view_params
 from dora.data.views_torch import render_clip
@@ -38,10 +38,11 @@ def dali_available() -> bool:
     return True
 
 
-def choose_backend(cfg: Config) -> str:
-    if cfg.train.loader == "auto":
+def choose_backend(loader: str) -> str:
+    """`train.loader`: auto (DALI when it is installed), dali or torch."""
+    if loader == "auto":
         return "dali" if dali_available() else "torch"
-    return cfg.train.loader
+    return loader
 
 
 # ---------------------------------------------------------------- torch back-end
@@ -54,9 +55,8 @@ def decode(data: bytes) -> torch.Tensor:
     return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
-def render_host_batch(hb: HostBatch, cfg: Config) -> dict:
+def render_host_batch(hb: HostBatch, d: DataCfg, global_views: int) -> dict:
     """Decode and augment a HostBatch on the CPU; clips that fail to decode are replaced like unreadable ones."""
-    d = cfg.data
     decoded, errors = [], list(hb.errors)
     for clip, frames in zip(hb.clips, hb.jpegs, strict=True):
         try:
@@ -66,7 +66,7 @@ def render_host_batch(hb: HostBatch, cfg: Config) -> dict:
             errors.append(f"{clip.video} t={clip.times[0]:.2f}s: JPEG does not decode ({str(e).splitlines()[0]})")
     ok = [x is not None for x in decoded]
     idx = substitutes(ok, f"a batch ({errors[-1] if errors else ''})")
-    views = [render_clip(decoded[i], hb.params[i], cfg.dora.global_views, d.global_size, d.local_size) for i in idx]
+    views = [render_clip(decoded[i], hb.params[i], global_views, d.global_size, d.local_size) for i in idx]
     return {"globals": torch.stack([g for g, _ in views]), "locals": torch.stack([lo for _, lo in views]),
             "positions": [hb.clips[i].position for i in idx], "bad": hb.bad + ok.count(False),
             "errors": errors}
@@ -80,7 +80,7 @@ class _TorchBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid, n = (info.id, info.num_workers) if info else (0, 1)
         for b in itertools.count(self.start + wid, n):
-            yield render_host_batch(self.source(b), self.source.cfg)
+            yield render_host_batch(self.source(b), self.source.data, self.source.stream.global_views)
 
 
 # ---------------------------------------------------------------- DALI back-end
@@ -97,7 +97,7 @@ class _DaliFeed:
         hb = self.source(self.b)
         self.b += 1
         self.produced.append(hb)
-        views = self.source.cfg.dora.global_views
+        views = self.source.stream.global_views
         jpegs = [np.frombuffer(f, np.uint8) for frames in hb.jpegs for f in frames]
         params = np.concatenate([view_params(p, views) for p in hb.params])  # [B*T, n_views, 12]
         return (jpegs, *[list(params[:, j]) for j in range(params.shape[1])])
@@ -108,9 +108,9 @@ class Loader:
 
     def __init__(self, source: BatchSource, start: int, device: torch.device, backend: str = "torch",
                  workers: int = 0):
-        cfg = source.cfg
-        self.cfg, self.device, self.backend = cfg, device, backend
-        self.t, self.v, self.m = cfg.data.clip_frames, cfg.dora.global_views, cfg.data.local_crops
+        d, stream = source.data, source.stream
+        self.device, self.backend, self.batch_size, self.local_size = device, backend, stream.batch_size, d.local_size
+        self.t, self.v, self.m = d.clip_frames, stream.global_views, d.local_crops
         if backend == "torch":
             self._it = iter(torch.utils.data.DataLoader(_TorchBatches(source, start), batch_size=None,
                                                         num_workers=workers, pin_memory=device.type == "cuda",
@@ -121,10 +121,10 @@ class Loader:
 
             self.feed = _DaliFeed(source, start)
             n_views = self.v + self.m
-            self.pipe = build_pipeline(self.feed, cfg.train.batch_size * self.t, n_views, self.v,
-                                       cfg.data.global_size, cfg.data.local_size,
+            self.pipe = build_pipeline(self.feed, stream.batch_size * self.t, n_views, self.v,
+                                       d.global_size, d.local_size,
                                        device.index if device.type == "cuda" else None,
-                                       num_threads=max(2, workers), seed=cfg.train.seed)
+                                       num_threads=max(2, workers), seed=stream.seed)
             self.pipe.build()
         else:
             raise ValueError(f"unknown loader backend {backend!r}")
@@ -141,12 +141,12 @@ class Loader:
         outs = self.pipe.run()
         hb = self.feed.produced.popleft()
         views = [dali_to_torch(o, self.device) for o in outs]
-        b, t = self.cfg.train.batch_size, self.t
+        b, t = self.batch_size, self.t
         g = torch.stack(views[:self.v], 1).reshape(b, t, self.v, *views[0].shape[1:])
         if self.m:
             lo = torch.stack(views[self.v:], 1).reshape(b, t, self.m, *views[self.v].shape[1:])
         else:
-            lo = g.new_zeros(b, t, 0, 3, self.cfg.data.local_size, self.cfg.data.local_size)
+            lo = g.new_zeros(b, t, 0, 3, self.local_size, self.local_size)
         return Batch(g, lo, [c.position for c in hb.clips], hb.bad, hb.errors)
 
 

@@ -14,10 +14,11 @@ from collections.abc import Callable
 import numpy as np
 
 from dora.data.augment import ClipParams, blur_window
+from dora.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 PARAMS = 12  # y0, x0, y1, x1, flip, brightness, contrast, saturation, hue (degrees), sigma, window, solarise
-MEAN255 = [0.485 * 255, 0.456 * 255, 0.406 * 255]
-STD255 = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+MEAN255 = [m * 255 for m in IMAGENET_MEAN]
+STD255 = [s * 255 for s in IMAGENET_STD]
 
 
 def view_params(p: ClipParams, views: int) -> np.ndarray:

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from dora.data.augment import ClipParams, blur_window
+from dora.data.normalization import normalize
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 YIQ2RGB = torch.linalg.inv(RGB2YIQ)
 
@@ -81,7 +80,7 @@ def render(img: torch.Tensor, box: np.ndarray, flip: bool, color: np.ndarray, si
     x = gaussian_blur(x, sigma)
     if solarize:
         x = torch.where(x >= 0.5, 1 - x, x)
-    x = (x[None] - MEAN) / STD
+    x = normalize(x[None])
     return (x.flip(-1) if flip else x)[0]
 
 

@@ -13,9 +13,11 @@ from dora.eval.knn import run as run_knn
 from dora.eval.linear import LinearParams, LinearProbe
 from dora.eval.online_knn import OnlineKnn
 from dora.eval.propagation import PropagationCfg
+from dora.eval.teacher import attention_sheet, teacher_model
 from dora.eval.voc import read_detection, read_segmentation
 
 __all__ = [
+    "attention_sheet", "teacher_model",
     "run_davis", "DISCOVERY_MEAN", "DISCOVERY_STD", "run_corloc", "run_jaccard", "plot_knn", "run_knn",
     "RunRecord", "load_encoder", "pick_device", "read_sequences", "score_results", "check_sizes",
     "choose_decoder", "LinearParams", "LinearProbe", "OnlineKnn", "PropagationCfg", "read_detection",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from dora.data import IMAGENET_MEAN, IMAGENET_STD
 from dora.eval.common import Encoder
 from dora.eval.discovery import attention_masks, box_iou, corloc_hit, draw_sheet, jaccard_image
 from dora.eval.lost import lost
@@ -21,7 +22,7 @@ from dora.model import QKTap
 from pipeline.errors import InputError
 from pipeline.files import atomic_open, write_json_atomic
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD  # LOST's transform
 
 
 class ResultLog:

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dora.data import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import InputError
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (matched case-insensitively, as torchvision does)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD  # DINO's evaluation transform
 
 
 @dataclass

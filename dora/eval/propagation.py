@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dora.data import IMAGENET_MEAN
 from pipeline.errors import InputError
 
 
@@ -35,7 +36,7 @@ class PropagationCfg:
     radius: int = 12  # neighbourhood: |Δrow|, |Δcol| ≤ radius patches; 0 = no restriction
     topk: int = 5
     temperature: float = 0.1
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = (0.228, 0.224, 0.225)  # sic: DINO's video script uses 0.228
 
     def as_dict(self) -> dict:

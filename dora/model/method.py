@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dora.config import Config
+from dora.config import Config, DoRACfg, LossCfg, ModelCfg
 from dora.model import tracker
 from dora.model.head import DINOHead
 from dora.model.losses import Centering, dino_loss, dora_loss
@@ -21,10 +21,9 @@ from dora.model.vit import QKTap, create_backbone, num_heads, patch_size
 class Embedder(nn.Module):
     """Backbone + DINO head; `forward` returns head logits of the [CLS] token and all tokens."""
 
-    def __init__(self, cfg: Config, drop_path: float):
+    def __init__(self, m: ModelCfg, drop_path: float):
         super().__init__()
-        self.backbone = create_backbone(cfg.model, drop_path)
-        m = cfg.model
+        self.backbone = create_backbone(m, drop_path)
         self.head = DINOHead(self.backbone.num_features, m.out_dim, m.hidden_dim, m.bottleneck_dim, m.norm_last_layer)
 
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]:
@@ -37,21 +36,44 @@ class Embedder(nn.Module):
 
 
 class DoRA(nn.Module):
-    def __init__(self, cfg: Config, rank: int = 0):
+    """Student and EMA teacher (backbone + head), the tracker of the teacher's last block, and the loss.
+
+    Built from three config sections: `model` (backbone and head), `dora` (tracking, masks, method)
+    and `loss` (temperatures, centring); `seed` and `rank` seed the per-step head choice.
+    """
+
+    def __init__(self, model: ModelCfg, dora: DoRACfg, loss: LossCfg, seed: int = 0, rank: int = 0):
         super().__init__()
-        self.cfg, self.rank = cfg, rank
-        self.student = Embedder(cfg, cfg.model.drop_path)
-        self.teacher = Embedder(cfg, 0.0)
+        self.dora, self.student_temp, self.seed, self.rank = dora, loss.student_temp, seed, rank
+        self.student = Embedder(model, model.drop_path)
+        self.teacher = Embedder(model, 0.0)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.tap = QKTap(self.teacher.backbone)
-        self.centering = Centering(cfg.model.out_dim, cfg.loss.center_momentum)
+        self.centering = Centering(model.out_dim, loss.center_momentum)
         self.patch = patch_size(self.student.backbone)
         self.prefix = int(getattr(self.student.backbone, "num_prefix_tokens", 1))
-        if cfg.dora.method == "dora" and cfg.dora.num_objects > num_heads(self.teacher.backbone):
-            raise ValueError(f"dora.num_objects={cfg.dora.num_objects} exceeds the {num_heads(self.teacher.backbone)} "
+        if dora.method == "dora" and dora.num_objects > num_heads(self.teacher.backbone):
+            raise ValueError(f"dora.num_objects={dora.num_objects} exceeds the {num_heads(self.teacher.backbone)} "
                              "heads of the last block; set model.last_block_heads (appendix B.2)")
-        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self._run_student: list[nn.Module] = [self.student]  # what forward runs; a list: not a submodule
+
+    @classmethod
+    def from_config(cls, cfg: Config, rank: int = 0) -> DoRA:
+        """The method of a whole run configuration (its model, dora and loss sections, train.seed)."""
+        return cls(cfg.model, cfg.dora, cfg.loss, cfg.train.seed, rank)
+
+    def distribute(self, device_ids: list[int] | None = None, compile: bool = False) -> DoRA:
+        """Run the student wrapped in DistributedDataParallel (an initialised process group) and/or
+        torch.compile from now on; parameters and state_dict keys stay those of `self.student`."""
+        run = self.student
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            run = nn.parallel.DistributedDataParallel(run, device_ids=device_ids)
+        if compile:
+            run = torch.compile(run)
+        self._run_student = [run]
+        return self
 
     def train(self, mode: bool = True) -> DoRA:
         super().train(mode)
@@ -74,7 +96,7 @@ class DoRA(nn.Module):
         Heads and random blocks come from `generator` (default: self.generator)."""
         gen = generator or self.generator
         b, t, v = globals_.shape[:3]
-        d = self.cfg.dora
+        d = self.dora
         with self.tap:
             logits, toks = self.teacher(globals_.flatten(0, 2))
         logits = logits.reshape(b, t, v, -1)
@@ -103,17 +125,17 @@ class DoRA(nn.Module):
         return logits, maps.reshape(b, v, t, d.num_objects, n).transpose(1, 2), heads
 
     def forward(self, globals_: torch.Tensor, locals_: torch.Tensor, teacher_temp: float,
-                student: nn.Module | None = None, step: int | None = None) -> dict[str, torch.Tensor]:
+                step: int | None = None) -> dict[str, torch.Tensor]:
         """Loss of a batch of clips (eq. 10 for DoRA, per-frame multi-crop DINO for the baseline).
 
-        `student`: the student to run (e.g. wrapped in DistributedDataParallel); default self.student.
+        The student runs as `distribute` wrapped it (DistributedDataParallel, torch.compile), if it did.
         `step`: the training iteration; heads are then drawn from (train.seed, rank, step).
         """
-        student = student or self.student
+        student = self._run_student[0]
         b, t, v = globals_.shape[:3]
         m = locals_.shape[2]
-        d, temp = self.cfg.dora, self.cfg.loss.student_temp
-        gen = None if step is None else tracker.step_generator(self.cfg.train.seed, self.rank, step)
+        d, temp = self.dora, self.student_temp
+        gen = None if step is None else tracker.step_generator(self.seed, self.rank, step)
         t_logits, maps, heads = self.track_objects(globals_, gen)
         probs = self.centering.probs(t_logits, teacher_temp)
         if d.method == "dora":

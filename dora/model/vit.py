@@ -143,8 +143,3 @@ def tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def patch_tokens(model: nn.Module, toks: torch.Tensor) -> torch.Tensor:
     return toks[:, int(getattr(model, "num_prefix_tokens", 1)):]
-
-
-def cls_token(model: nn.Module, toks: torch.Tensor) -> torch.Tensor:
-    """The pooled [CLS] embedding of `tokens` (what the DINO head sees)."""
-    return model.forward_head(toks, pre_logits=True)

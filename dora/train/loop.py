@@ -18,6 +18,7 @@ from dora import checkpoint as ckpt
 from dora.config import Config
 from dora.data import BatchSource, ImageSource, Loader, choose_backend, render_host_batch
 from dora.model import DoRA, map_entropy, mask_coverage
+from dora.train.bad_clips import BadClips
 from dora.train.monitor import Monitor
 from dora.train.plan import MEASURE_STEPS, RunPlan
 from dora.train.schedules import (
@@ -29,19 +30,12 @@ from dora.train.schedules import (
     total_steps,
 )
 from dora.train.viz import tracking_sheet
-from pipeline.errors import InputError
+from pipeline.errors import InputError, TrainingDiverged
 
 # keys that may change between a checkpoint and its resumption (they do not change the numbers)
 FREE_KEYS = {"train.checkpoint_every", "train.log_every", "train.maps_every", "train.num_workers", "train.loader",
              "train.epochs", "train.max_bad_fraction", "eval.knn_data", "eval.every_epochs", "eval.knn_k",
              "eval.knn_temperature", "eval.knn_crop", "eval.knn_batch_size"}
-
-
-BAD_SLACK = 5  # unreadable clips tolerated on top of the fraction (a few early ones must not stop a run)
-
-
-class TrainingError(InputError):
-    """A run that must stop (non-finite loss, too many unreadable clips): one line for the user."""
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -122,29 +116,25 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.source = self._source(self.rank, self.world)
         self.iters_per_epoch = self.source.steps_per_epoch()
-        self.total = total_steps(cfg, self.iters_per_epoch)
+        self.total = total_steps(cfg.train.epochs, self.iters_per_epoch)
         self.global_batch = cfg.train.batch_size * self.world
         self.plan = RunPlan(cfg.train.epochs, cfg.train.epoch_unit, self.source.clips_per_epoch() * self.world,
                             self.iters_per_epoch, self.total, cfg.train.batch_size, self.world)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        self.model = DoRA(cfg, self.rank).to(self.device).train()
+        self.model = DoRA.from_config(cfg, self.rank).to(self.device).train()
         torch.manual_seed(cfg.train.seed + self.rank)
         if cfg.model.init:  # official DoRA/DINO or exported weights; a resumed checkpoint overrides them
             w = ckpt.backbone_weights(ckpt.load(Path(cfg.model.init)))
             ckpt.load_backbone(self.model.student.backbone, w)
             ckpt.load_backbone(self.model.teacher.backbone, w)
-        self.student = self.model.student
-        if self.world > 1:
-            self.student = torch.nn.parallel.DistributedDataParallel(
-                self.model.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.train.compile:
-            self.student = torch.compile(self.student)
+        self.model.distribute([self.device.index] if self.device.type == "cuda" else None, cfg.train.compile)
         self.opt = build_optimizer(cfg.optim.optimizer, self.model.student, cfg.optim.decay_head_gain)
         amp = self.device.type == "cuda" and cfg.train.precision != "fp32"
         self.autocast_dtype = torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16
         self.amp = amp
         self.scaler = torch.amp.GradScaler("cuda") if amp and cfg.train.precision == "fp16" else None
-        self.step, self.bad, self.seen = 0, 0, 0
+        self.step = 0
+        self.bad_clips = BadClips(run, self.rank, cfg.train.max_bad_fraction)
         self._resume(resume)
         self.knn = None
         if cfg.eval.knn_data and self.rank == 0:  # teacher k-NN during training (dora/eval/online_knn.py)
@@ -154,8 +144,8 @@ class Trainer:
 
     def _source(self, rank: int, world: int) -> BatchSource | ImageSource:
         if self.images:
-            return ImageSource(self.images, self.cfg, rank, world)
-        return BatchSource(self.shards, self.cfg, rank, world)
+            return ImageSource.from_config(self.images, self.cfg, rank, world)
+        return BatchSource.from_config(self.shards, self.cfg, rank, world)
 
     def _resume(self, resume: str) -> None:
         path = None
@@ -177,14 +167,14 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.step, self.bad, self.seen = state["step"], state["bad"], state["seen"]
+        self.step, self.bad_clips.bad, self.bad_clips.seen = state["step"], state["bad"], state["seen"]
         _set_rng_state(self.model, state["rng"][self.rank])
 
     def _state(self) -> dict:
         rng = _gather(_rng_state(self.model), self.world)
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng, "bad": self.bad,
-                "seen": self.seen, "config": self.cfg.to_dict(), "shards": self.shards, "images": self.images,
+                "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng, "bad": self.bad_clips.bad,
+                "seen": self.bad_clips.seen, "config": self.cfg.to_dict(), "shards": self.shards, "images": self.images,
                 "world": self.world, "next_batch": self.step, "iters_per_epoch": self.iters_per_epoch}
 
     def _save(self) -> Path | None:
@@ -194,7 +184,7 @@ class Trainer:
     def _fixed_clip(self) -> torch.Tensor:
         """View 0 of the first clip of batch 0 (rank 0's stream): the clip shown in every tracking PNG."""
         hb = self._source(0, 1)(0)
-        return render_host_batch(hb, self.cfg)["globals"][:1, :, :1].to(self.device)
+        return render_host_batch(hb, self.cfg.data, self.cfg.dora.global_views)["globals"][:1, :, :1].to(self.device)
 
     @torch.no_grad()
     def _tracking_png(self, clip: torch.Tensor, monitor: Monitor) -> None:
@@ -214,7 +204,7 @@ class Trainer:
         if self.rank == 0:
             self.run.mkdir(parents=True, exist_ok=True)
             (self.run / "config.yaml").write_text(yaml.safe_dump(_flat(cfg.to_dict()), sort_keys=True))
-        backend = choose_backend(cfg)
+        backend = choose_backend(cfg.train.loader)
         loader = Loader(self.source, self.step, self.device, backend, cfg.train.num_workers)
         monitor = Monitor(self.run, self.step, self.total, self.global_batch, enabled=self.rank == 0, bar=not quiet)
         fixed = self._fixed_clip() if self.rank == 0 and cfg.dora.method == "dora" else None
@@ -228,7 +218,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 batch = next(loader)
                 t_data = time.perf_counter() - t0
-                out = self._train_step(batch)
+                self.bad_clips.add(self.step, len(batch.positions), batch.bad, batch.errors)
+                out = self.train_one_step(batch)
                 last_loss = out["loss"]
                 self.step += 1
                 if self.device.type == "cuda":
@@ -244,7 +235,7 @@ class Trainer:
                     self._tracking_png(fixed, monitor)
         finally:
             monitor.close()
-        return {"steps": self.step, "loss": last_loss, "bad_clips": self.bad, "backend": backend,
+        return {"steps": self.step, "loss": last_loss, "bad_clips": self.bad_clips.bad, "backend": backend,
                 "run": str(self.run), "checkpoint": str(ckpt.latest(self.run))}
 
     def _say(self, line: str) -> None:
@@ -263,26 +254,19 @@ class Trainer:
             return -1, now
         return timer
 
-    def _train_step(self, batch) -> dict:
+    def train_one_step(self, batch) -> dict:
+        """One optimisation step, as DINO's train_one_epoch body: schedules, forward (eq. 10), a finite
+        loss check, backward, gradient clipping, the frozen last layer, the optimiser, the teacher's EMA."""
         cfg = self.cfg
-        sv = step_values(cfg, self.step, self.iters_per_epoch, self.global_batch)
+        sv = step_values(cfg.optim, cfg.loss, cfg.train.epochs, self.step, self.iters_per_epoch, self.global_batch)
         set_lr_wd(self.opt, sv.lr, sv.weight_decay)
-        self.bad += batch.bad
-        self.seen += len(batch.positions)
-        if batch.errors:  # each unreadable clip, once, in the run folder
-            self.run.mkdir(parents=True, exist_ok=True)
-            with open(self.run / f"bad_clips.rank{self.rank}.log", "a") as f:
-                f.writelines(f"step {self.step}: {e}\n" for e in batch.errors)
-        if self.bad > cfg.train.max_bad_fraction * self.seen + BAD_SLACK:
-            raise TrainingError(f"{self.bad} of {self.seen} clips were unreadable (over train.max_bad_fraction="
-                                f"{cfg.train.max_bad_fraction}), e.g. {batch.errors[:1]}; run `dora-data verify`")
         amp = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.amp else contextlib.nullcontext()
         with amp:
-            out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, student=self.student, step=self.step)
+            out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, step=self.step)
         loss = out["loss"]
         if not _all_finite(loss):
             last = ckpt.latest(self.run)
-            raise TrainingError(f"loss is {loss.item()} at step {self.step}; stopped. Last good checkpoint: "
+            raise TrainingDiverged(f"loss is {loss.item()} at step {self.step}; stopped. Last good checkpoint: "
                                 f"{last or 'none yet'}. Lower optim.lr, or use train.precision=fp32")
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -309,6 +293,6 @@ class Trainer:
             values = dict(zip(values, vec / self.world, strict=True))
         result = {k: float(v) for k, v in values.items()}
         result.update(lr=sv.lr, weight_decay=sv.weight_decay, momentum=sv.momentum, teacher_temp=sv.teacher_temp,
-                      grad_norm=grad_norm, bad_clips=self.bad, epoch=(self.step + 1) / self.iters_per_epoch,
+                      grad_norm=grad_norm, bad_clips=self.bad_clips.bad, epoch=(self.step + 1) / self.iters_per_epoch,
                       clips_seen=(self.step + 1) * self.global_batch)
         return result

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dora.config import Config
+from dora.config import LossCfg, OptimCfg
 
 
 def cosine(step: int, total: int, base: float, final: float, warmup: int = 0, warmup_start: float = 0.0) -> float:
@@ -126,17 +126,17 @@ class StepValues:
     freeze_last_layer: bool
 
 
-def total_steps(cfg: Config, iters_per_epoch: int) -> int:
+def total_steps(epochs: float, iters_per_epoch: int) -> int:
     """Iterations of the whole run: train.epochs epochs (in train.epoch_unit) of iters_per_epoch steps."""
-    return max(1, round(cfg.train.epochs * iters_per_epoch))
+    return max(1, round(epochs * iters_per_epoch))
 
 
-def step_values(cfg: Config, step: int, iters_per_epoch: int, global_batch: int) -> StepValues:
+def step_values(o: OptimCfg, lo: LossCfg, epochs: float, step: int, iters_per_epoch: int,
+                global_batch: int) -> StepValues:
     """Per-iteration values: lr (base * global_batch / 256, warm-up then cosine to min_lr), weight
     decay (cosine 0.04 -> 0.4), EMA momentum (cosine 0.996 -> 1), teacher temperature (linear
     warm-up), and whether the head's last layer is still frozen."""
-    o, lo = cfg.optim, cfg.loss
-    total = total_steps(cfg, iters_per_epoch)
+    total = total_steps(epochs, iters_per_epoch)
     base_lr = o.lr * global_batch / 256.0
     return StepValues(
         lr=cosine(step, total, base_lr, o.min_lr, warmup=round(o.warmup_epochs * iters_per_epoch)),

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+from dora.data import denormalize
+
 COLORS = np.array([[0, 90, 255], [255, 40, 40], [40, 220, 40], [255, 200, 0], [220, 0, 220], [0, 220, 220],
                    [255, 128, 0], [128, 0, 255]], np.float32) / 255
 
 
-def denormalize(x: torch.Tensor) -> np.ndarray:
+def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[3, H, W] ImageNet-normalised tensor -> uint8 HxWx3."""
-    img = (x.detach().float().cpu() * STD + MEAN).clamp(0, 1)
+    img = denormalize(x.detach().float().cpu()).clamp(0, 1)
     return (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
@@ -39,7 +39,7 @@ def tracking_sheet(frames: torch.Tensor, maps: torch.Tensor, grid: tuple[int, in
 
     frames [T, 3, H, W] (normalised); maps [T, k, n].
     """
-    tiles = [denormalize(f) for f in frames]
+    tiles = [to_uint8(f) for f in frames]
     over = [overlay(img, maps[t], grid) for t, img in enumerate(tiles)]
     h, w = tiles[0].shape[:2]
     label = 16 if title else 0
