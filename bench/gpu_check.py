@@ -29,6 +29,7 @@ from dora.config import load_config  # noqa: E402
 from dora.data.batches import BatchSource  # noqa: E402
 from dora.data.loader import Loader  # noqa: E402
 from dora.train.loop import Trainer  # noqa: E402
+from pipeline.format import ShardFolder  # noqa: E402
 
 OFFICIAL = ROOT / "configs" / "dora_vits16_official.yaml"
 
@@ -84,7 +85,7 @@ def main() -> None:
                  "torch": torch.__version__}
     t0 = time.perf_counter()
     shards = work / "shards"
-    if not (shards / "dataset.json").exists():
+    if not ShardFolder(shards).is_finished():
         synth_shards.make(shards, videos=3, seconds=8 if args.quick else 20)
     res["synth_s"] = time.perf_counter() - t0
     batch = 2 if args.quick else 16

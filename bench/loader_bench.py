@@ -34,6 +34,7 @@ from dora.data.augment import clip_rng, draw_clip  # noqa: E402
 from dora.data.batches import BatchSource  # noqa: E402
 from dora.data.loader import Loader, dali_available  # noqa: E402
 from dora.data.views_torch import render_clip  # noqa: E402
+from pipeline.format import ShardFolder  # noqa: E402
 from pipeline.video.samples import sample_video  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
@@ -53,7 +54,7 @@ def make_source(seconds: float = 16.0) -> Path:
 
 def make_shards(source: Path) -> Path:
     out = CACHE / f"shards_{source.stem}"
-    if not (out / "dataset.json").exists():
+    if not ShardFolder(out).is_finished():
         subprocess.run([sys.executable, "-m", "pipeline.cli", "shard", str(source), "--out", str(out), "--quiet"],
                        check=True, cwd=ROOT)
     return out

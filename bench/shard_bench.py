@@ -17,7 +17,6 @@ Without --input it builds two inputs once (bench/.cache/), both from the scikit-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from fourk import upscaled, write_vp9_4k60  # noqa: E402
 
+from pipeline.format import ShardFolder  # noqa: E402
 from pipeline.video.probe import probe  # noqa: E402
 from pipeline.video.samples import sample_video  # noqa: E402
 
@@ -142,7 +142,7 @@ def ours(path: Path, work: Path, workers: int, precision: str = "fp32") -> dict:
         time.sleep(0.1)
     if proc.returncode:
         raise SystemExit(f"dora-data shard failed with status {proc.returncode}")
-    return {**json.loads((out / "dataset.json").read_text()), "peak_rss": peak}
+    return {**ShardFolder(out).read_index(), "peak_rss": peak}
 
 
 def bench_one(path: Path, args) -> dict[str, float]:

@@ -11,7 +11,6 @@ Usage: python bench/synth_shards.py OUT [--videos 3] [--seconds 20] [--fps 10] [
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,9 +20,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline.files.atomic import write_json_atomic  # noqa: E402
+from pipeline.format import ShardFolder  # noqa: E402
 from pipeline.shard.assemble import assemble  # noqa: E402
 from pipeline.shard.settings import ShardSettings  # noqa: E402
-from pipeline.shard.units import Unit, UnitWriter, work_dir  # noqa: E402
+from pipeline.shard.units import Unit, UnitWriter  # noqa: E402
 
 
 def texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def make(out: Path, videos: int = 3, seconds: float = 20.0, fps: float = 10.0, s
         writer.finish(n_decoded=n, cuts=[], last_t=(n - 1) / fps, last_dt=1 / fps)
         info = {"path": str(source), "codec": "synthetic", "width": w, "height": h, "fps": fps, "time_base_num": 1,
                 "time_base_den": 1000, "start_s": 0.0, "duration_s": n / fps, "n_frames_declared": n}
-        write_json_atomic(work_dir(out, name) / "video.json", {
+        write_json_atomic(ShardFolder(out).video_record(name), {
             "name": name, "source": str(source), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns,
             "info": info, "n_units": 1, "stored_size": [w, h], "settings_fps": fps})
     assemble(out, settings, quiet=True)
@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     w, h = map(int, args.size.split("x"))
     make(args.out, args.videos, args.seconds, args.fps, (w, h))
-    meta = json.loads((args.out / "dataset.json").read_text())
+    meta = ShardFolder(args.out).read_index()
     print(f"{args.out}: {sum(v['n_frames'] for v in meta['videos'])} frames in {len(meta['shards'])} shard(s)")
 
 

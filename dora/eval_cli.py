@@ -24,6 +24,7 @@ import torch
 from dora.eval import attention_sheet, teacher_model
 from pipeline.cli_errors import OneLineGroup
 from pipeline.errors import InputError
+from pipeline.format import ShardFolder
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -230,8 +231,7 @@ def tracking(checkpoint, shards, out, n, seed, config) -> None:
     from dora.data import BatchSource, render_host_batch
     from dora.train import tracking_sheet
 
-    if not (Path(shards) / "dataset.json").exists():
-        raise InputError(f"{shards}: not a shard folder (no dataset.json)")
+    ShardFolder(shards).require_finished()
     model, cfg = teacher_model(checkpoint, config, (f"train.seed={seed}", f"train.batch_size={n}"))
     source = BatchSource.from_config([str(shards)], cfg)
     batch = render_host_batch(source(0), source.data, source.stream.global_views)

@@ -12,7 +12,9 @@ import click
 
 from pipeline.cli_errors import OneLineGroup
 from pipeline.errors import InputError
+from pipeline.format import ShardFolder
 from pipeline.shard import BLUR_MODES, DETECTORS, CutSettings, FaceSettings, ShardSettings
+from pipeline.workers import SkipAndRecord, failures, reraise
 
 SIZE_RE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
 UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
@@ -57,8 +59,9 @@ def shard_options(f):
                      help="int8: CenterFace quantised at first use (about 2x faster on CPU; misses some weak faces)."),
         click.option("--face-provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="onnxruntime execution provider for CenterFace."),
-        click.option("--detector", type=click.Choice(DETECTORS), default="adaptive", show_default=True,
-                     help="PySceneDetect cut detector."),
+        click.option("--cut-detector", "--detector", "cut_detector", type=click.Choice(DETECTORS), default="adaptive",
+                     show_default=True, help="PySceneDetect cut detector (the name `analyze` uses; --detector: "
+                     "its former name here)."),
         click.option("--cut-threshold", type=float, default=None, help="Detector threshold (default: its own)."),
         click.option("--min-shot-s", type=click.FloatRange(min=0), default=0.5, show_default=True),
         click.option("--clip-frames", type=click.IntRange(min=1), default=8, show_default=True,
@@ -82,7 +85,7 @@ def settings_from(kw: dict) -> ShardSettings:
         faces=FaceSettings(threshold=kw["face_thresh"], mask_scale=kw["mask_scale"], mode=kw["blur_mode"],
                            detect_short_side=kw["face_short_side"], provider=kw["face_provider"],
                            precision=kw["face_precision"]),
-        cuts=CutSettings(detector=kw["detector"], threshold=kw["cut_threshold"], min_shot_s=kw["min_shot_s"]),
+        cuts=CutSettings(detector=kw["cut_detector"], threshold=kw["cut_threshold"], min_shot_s=kw["min_shot_s"]),
         clip_frames=kw["clip_frames"], clip_stride_s=kw["clip_stride_s"], window_s=kw["window_s"],
         segment_s=kw["segment_s"], shard_bytes=kw["shard_size"], seed=kw["seed"])
 
@@ -106,27 +109,27 @@ def shard(inputs, workers, part, keep_going, quiet, **kw) -> None:
     except ValueError as e:
         raise InputError(str(e)) from None
     report = run_shard(list(inputs) or ["data/raw"], kw["out"], settings_from(kw), workers or os.cpu_count() or 1,
-                       part_t, keep_going, quiet)
+                       part_t, SkipAndRecord() if keep_going else reraise, quiet)
     out = kw["out"]
     for name in report.skipped:
         click.echo(f"{name}: already in {out}, skipped")
     if part_t and part_t[1] > 1:
         click.echo(f"part {part_t[0]}/{part_t[1]}: {report.units_done}/{report.units_total} units complete; "
                    f"when every part has finished, run `dora-data index {out}`")
-    elif report.manifest is not None:
-        _summary(out, report.manifest)
+    elif report.index is not None:
+        _summary(out, report.index)
     if report.failed:
         for msg in report.failed.values():
             click.echo(f"error: {msg}", err=True)
         sys.exit(2)
 
 
-def _summary(out: Path, manifest: dict) -> None:
-    n_frames = sum(v["n_frames"] for v in manifest["videos"])
-    click.echo(f"{out}/dataset.json: {len(manifest['videos'])} videos, {n_frames} frames, "
-               f"{len(manifest['shards'])} shards, duplication {manifest.get('duplication', 0):.3f}")
-    if manifest.get("pending"):
-        click.echo(f"still missing units: {', '.join(manifest['pending'])} (rerun `dora-data shard` for them)")
+def _summary(out: Path, index: dict) -> None:
+    n_frames = sum(v["n_frames"] for v in index["videos"])
+    click.echo(f"{ShardFolder(out).index}: {len(index['videos'])} videos, {n_frames} frames, "
+               f"{len(index['shards'])} shards, duplication {index.get('duplication', 0):.3f}")
+    if index.get("pending"):
+        click.echo(f"still missing units: {', '.join(index['pending'])} (rerun `dora-data shard` for them)")
 
 
 @main.command()
@@ -137,17 +140,13 @@ def index(out: Path, quiet: bool) -> None:
     from pipeline.files import FolderLock
     from pipeline.shard import assemble
 
-    settings_file = out / ".work" / "settings.json"
-    manifest = out / "dataset.json"
-    if settings_file.exists():
-        settings = ShardSettings.from_json(json.loads(settings_file.read_text()))
-    elif manifest.exists():
-        settings = ShardSettings.from_json(json.loads(manifest.read_text())["settings"])
-    else:
+    saved = ShardFolder(out).saved_settings()
+    if saved is None:
         raise InputError(f"{out}: no work units and no dataset.json; run `dora-data shard --out {out}` first")
+    settings = ShardSettings.from_json(saved)
     with FolderLock(out, "dora-data index"):
-        manifest_data = assemble(out, settings, quiet=quiet)
-    _summary(out, manifest_data)
+        index = assemble(out, settings, quiet=quiet)
+    _summary(out, index)
 
 
 @main.command()
@@ -212,8 +211,9 @@ def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: boo
 
 
 @main.command()
-@click.option("--manifest", type=click.Path(path_type=Path), default=None,
-              help="CSV name,id,url,city,license,notes [default: data/walking_tours.csv, the 10 WT videos].")
+@click.option("--catalog", "--manifest", "catalog", type=click.Path(path_type=Path), default=None,
+              help="The video catalog: a CSV name,id,url,city,license,notes [default: data/walking_tours.csv, "
+                   "the 10 WT videos]. (--manifest: its former name.)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data/raw"), show_default=True)
 @click.option("--only", multiple=True, help="Only these names (repeat, or separate with commas).")
 @click.option("--list", "list_", is_flag=True, help="Show what is downloaded, partial or missing, then stop.")
@@ -225,14 +225,14 @@ def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: boo
 @click.option("--retry-wait", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds before the first retry (doubles each time).")
 @click.option("--quiet", is_flag=True)
-def fetch(manifest, out, only, list_, dry_run, max_height, allow_license, rate_limit, retries, retry_wait,
+def fetch(catalog, out, only, list_, dry_run, max_height, allow_license, rate_limit, retries, retry_wait,
           quiet) -> None:
-    """Download the Walking Tours videos (or a manifest's) with yt-dlp: verified by sha256, resumable."""
+    """Download the Walking Tours videos (or a catalog's) with yt-dlp: verified by sha256, resumable."""
     from pipeline.fetch import BUILTIN, FetchOptions, read_catalog, select, status
     from pipeline.fetch import fetch as run_fetch
 
     names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
-    entries = select(read_catalog(manifest or BUILTIN), names)
+    entries = select(read_catalog(catalog or BUILTIN), names)
     if list_ or dry_run:
         for row in status(entries, out):
             size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else ""
@@ -242,7 +242,7 @@ def fetch(manifest, out, only, list_, dry_run, max_height, allow_license, rate_l
         return
     opts = FetchOptions(out=out, max_height=max_height, allow_license=allow_license, rate_limit=rate_limit,
                         retries=retries, retry_wait=retry_wait,
-                        builtin=manifest is None or Path(manifest).resolve() == BUILTIN, quiet=quiet)
+                        builtin=catalog is None or Path(catalog).resolve() == BUILTIN, quiet=quiet)
     outcomes = run_fetch(entries, opts)
     for o in outcomes:
         if o.message.startswith("warning:"):
@@ -267,8 +267,9 @@ def fetch(manifest, out, only, list_, dry_run, max_height, allow_license, rate_l
               help="Analyse only the first N minutes of each input (equal-length comparison).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Samples per second for lightness and objects (image folders: images per second).")
-@click.option("--detector", default="offline", show_default=True,
-              help="owlv2 | owlvit (open vocabulary) | offline | fasterrcnn_v2 | retinanet_v2 | fcos | module:func.")
+@click.option("--detector", "detector", default="offline", show_default=True,
+              help="Object detector: owlv2 | owlvit (open vocabulary) | offline | fasterrcnn_v2 | retinanet_v2 | fcos "
+                   "| module:func.")
 @click.option("--vocabulary", default="lvis", show_default=True,
               help="owlv2/owlvit classes: lvis | coco | in21k | FILE (one class name per line).")
 @click.option("--model", default=None, help="owlv2/owlvit: a Hugging Face model id or a local model folder.")
@@ -317,8 +318,7 @@ def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model,
         raise InputError("no input; give video files or folders, or --label NAME=PATH")
     sources = resolve(list(inputs), label_specs)
     for d in shards:
-        if not (Path(d) / "dataset.json").exists():
-            raise InputError(f"{d}: no dataset.json; give a folder made by `dora-data shard`")
+        ShardFolder(d).require_finished()
     check_writable(out)
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # the Hugging Face libraries read it too
@@ -330,7 +330,9 @@ def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model,
                         batch=batch, cuts=CutSettings(detector=cut_detector))
     heavy = detector in NAMES and detector != "offline"
     workers = workers or (1 if heavy else os.cpu_count() or 1)
-    results, failed = run(sources, s, [Path(d) for d in shards], workers, keep_going, quiet)
+    on_error = SkipAndRecord() if keep_going else reraise
+    results = run(sources, s, [Path(d) for d in shards], workers, on_error, quiet)
+    failed = failures(on_error)
     if results:
         det = get_detector(s)
         vocab = det.vocab.to_json() if hasattr(det, "vocab") else (

@@ -20,7 +20,7 @@ def run_demo(out: Path, workers: int) -> None:
     video = sample_video(DEMO_VIDEO)
     settings = ShardSettings(blur_faces=True, clip_frames=8, clip_stride_s=0.5, segment_s=2.0)
     click.echo(f"demo: sharding {video} (Big Buck Bunny, CC-BY, Blender Foundation) into {out}")
-    run_shard([str(video)], out, settings, workers=workers, part=None, keep_going=False)
+    run_shard([str(video)], out, settings, workers=workers, part=None)
     ds = Dataset(out)
     sampler = ClipSampler([ds], ClipSpec(settings.clip_frames, settings.clip_stride_s), seed=0)
     preview = clip_grid(sampler, [sampler.clip(i) for i in range(min(6, len(sampler)))], out / "preview.png")

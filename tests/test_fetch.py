@@ -219,7 +219,7 @@ def test_disk_full_gives_one_line(tmp_path, server, how):
 
 
 def test_catalog_errors_are_input_errors(tmp_path):
-    with pytest.raises(InputError, match="manifest not found"):
+    with pytest.raises(InputError, match="catalog not found"):
         read_catalog(tmp_path / "none.csv")
     (tmp_path / "dup.csv").write_text("name,id,url\na,x,http://h/1\na,y,http://h/2\n")
     with pytest.raises(InputError, match="line 3: name 'a' appears twice"):

@@ -1,6 +1,6 @@
 """The README's command block, run in order from an empty folder with relative paths and default folders.
 
-Only what makes it small is added to each line (a manifest pointing at a local server instead of YouTube,
+Only what makes it small is added to each line (a catalog pointing at a local server instead of YouTube,
 few stored frames, the smoke model as key=value overrides); every output folder is the command's default.
 """
 
@@ -49,7 +49,7 @@ def test_readme_block_runs_from_an_empty_folder(tmp_path, carphone):
     with FileServer(www) as server:
         (cwd / "walks.csv").write_text(f"name,id,url,city,license,notes\nwalk,,{server.url('walk01.mp4')},,,\n")
         extra = {
-            ("dora-data", "fetch"): ["--manifest", "walks.csv", "--allow-license", "--quiet", "--retry-wait", "0"],
+            ("dora-data", "fetch"): ["--catalog", "walks.csv", "--allow-license", "--quiet", "--retry-wait", "0"],
             ("dora-data", "shard"): ["--workers", "1", "--quiet", "--fps", "4", "--clip-frames", "4",
                                      "--clip-stride-s", "0.5"],
             ("dora-data", "verify"): ["--sample", "1"],

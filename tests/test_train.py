@@ -123,7 +123,7 @@ def test_bad_config_key(main_ds, tmp_path, args, says):
 
 def test_missing_shards_and_mismatched_resume(main_ds, tmp_path):
     r = train_cli("--shards", tmp_path / "nowhere", "--config", SMOKE, "--output", tmp_path / "r")
-    assert r.returncode == 2 and "not a shard folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "not a finished shard folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     run = tmp_path / "run"
     assert train_cli("--shards", main_ds, "--config", SMOKE, "--output", run, "--quiet",
                      "train.epochs=0.1").returncode == 0

@@ -31,6 +31,7 @@ from dora.train.schedules import (
 )
 from dora.train.viz import tracking_sheet
 from pipeline.errors import InputError, TrainingDiverged
+from pipeline.format import ShardFolder
 
 # keys that may change between a checkpoint and its resumption (they do not change the numbers)
 FREE_KEYS = {"train.checkpoint_every", "train.log_every", "train.maps_every", "train.num_workers", "train.loader",
@@ -103,9 +104,7 @@ class Trainer:
                  images: str | None = None):
         self.images = str(images) if images else None  # DoRA⋆ (appendix D): an image folder instead of shards
         for s in [] if self.images else shards:
-            if not (Path(s) / "dataset.json").exists():
-                raise InputError(f"{s}: not a shard folder (no dataset.json); "
-                                 f"make one with `dora-data shard --out {s}`")
+            ShardFolder(s).require_finished()
         self.cfg, self.run, self.shards = cfg, run, list(map(str, shards))
         self.rank, self.world, self.device = setup_distributed()
         torch.manual_seed(cfg.train.seed + self.rank)

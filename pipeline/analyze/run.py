@@ -11,8 +11,6 @@ A folder of images is one sequence: image i is the sample at i / fps s, and each
 
 from __future__ import annotations
 
-import json
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +20,10 @@ from tqdm import tqdm
 from pipeline.analyze.detectors import DetectorOptions, detect_batch
 from pipeline.analyze.inputs import Input, images_in
 from pipeline.errors import InputError
+from pipeline.format import ShardFolder
 from pipeline.shard import CutSettings, CutTracker, analysis_size, shots_from_cuts
 from pipeline.video import VideoInfo, iter_frames, probe, sha256_of, slot
+from pipeline.workers import ErrorPolicy, Task, reraise, run_tasks
 
 # sRGB (D65) -> Y row of the XYZ matrix, and the CIE L* constants (as skimage.color.rgb2lab uses them)
 Y_FROM_RGB = np.array([0.212671, 0.715160, 0.072169])
@@ -71,7 +71,7 @@ def known_cuts(path: Path, shard_dirs: list[Path]) -> list[float] | None:
         return None
     digest = sha256_of(path)
     for d in shard_dirs:
-        meta = json.loads((d / "dataset.json").read_text())
+        meta = ShardFolder(d).read_index() or {"videos": []}
         for v in meta["videos"]:
             if v["sha256"] == digest:
                 return [s[0] for s in v["shots"][1:]]
@@ -199,8 +199,8 @@ def analyze_input(src: Input, s: AnalyzeSettings, cuts_known: list[float] | None
             "minutes": s.minutes, "shorter_than_minutes": short, **body, "detector": det.name}
 
 
-def _job(src: Input, s: AnalyzeSettings, cuts: list[float] | None, queue, info: VideoInfo | None) -> dict:
-    return analyze_input(src, s, cuts, progress=queue.put, info=info)
+def _job(src: Input, s: AnalyzeSettings, cuts: list[float] | None, info: VideoInfo | None, progress) -> dict:
+    return analyze_input(src, s, cuts, progress=progress, info=info)
 
 
 def _planned_frames(src: Input, info: VideoInfo | None, s: AnalyzeSettings) -> int:
@@ -211,53 +211,25 @@ def _planned_frames(src: Input, info: VideoInfo | None, s: AnalyzeSettings) -> i
     return max(1, round(dur * info.fps))
 
 
-def analyze(sources: list[Input], s: AnalyzeSettings, shard_dirs: list[Path], workers: int, keep_going: bool,
-            quiet: bool = False) -> tuple[list[dict], dict[str, str]]:
+def analyze(sources: list[Input], s: AnalyzeSettings, shard_dirs: list[Path], workers: int,
+            on_error: ErrorPolicy = reraise, quiet: bool = False) -> list[dict]:
     """Analyse inputs (in parallel processes when workers > 1), with a frames/s progress bar over all
-    of them. Returns (results in input order, name -> error line)."""
-    results, failed = {}, {}
+    of them. Returns the results in input order; an input that cannot be used goes to `on_error`."""
     get_detector(s)  # missing weights or a bad --detector / --vocabulary stop here, before any work
     infos: dict[str, VideoInfo | None] = {}
     for src in sources:  # unreadable inputs are reported before any work starts
         try:
             infos[src.name] = probe(str(src.path)) if src.kind == "video" else None
         except InputError as e:
-            if not keep_going:
-                raise
-            failed[src.name] = str(e)
+            on_error(src.name, e)
     sources = [x for x in sources if x.name in infos]
     known = {src.name: known_cuts(src.path, shard_dirs) if src.kind == "video" else None for src in sources}
     total = sum(_planned_frames(src, infos[src.name], s) for src in sources)
     bar = tqdm(total=total, unit="frame", desc=f"analyze {len(sources)} input(s)", disable=quiet,
                dynamic_ncols=True)
-
-    def done(name: str, fn) -> None:
-        try:
-            results[name] = fn()
-        except InputError as e:
-            if not keep_going:
-                raise
-            failed[name] = str(e)
-
+    tasks = [Task(src.name, _job, (src, s, known[src.name], infos[src.name])) for src in sources]
     try:
-        if workers <= 1 or len(sources) == 1:
-            for src in sources:
-                done(src.name, lambda src=src: analyze_input(src, s, known[src.name], bar.update, infos[src.name]))
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")
-            with ctx.Manager() as manager, ProcessPoolExecutor(min(workers, len(sources)), mp_context=ctx) as pool:
-                queue = manager.Queue()
-                futs = {pool.submit(_job, src, s, known[src.name], queue, infos[src.name]): src.name
-                        for src in sources}
-                pending = set(futs)
-                while pending:
-                    finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    while not queue.empty():
-                        bar.update(queue.get())
-                    for fut in finished:
-                        done(futs[fut], fut.result)
+        done = run_tasks(tasks, workers, on_error, on_progress=bar.update)
     finally:
         bar.close()
-    return [results[src.name] for src in sources if src.name in results], failed
+    return [done.results[i] for i in range(len(sources)) if i in done.results]

@@ -2,7 +2,7 @@
 
 from pipeline.dataset.clips import Clip, ClipSampler, ClipSpec
 from pipeline.dataset.preview import clip_grid
-from pipeline.dataset.reader import FORMAT_VERSION, Dataset, FrameTable
+from pipeline.dataset.reader import Dataset
 from pipeline.dataset.verify import verify
 
-__all__ = ["Clip", "ClipSampler", "ClipSpec", "clip_grid", "Dataset", "FORMAT_VERSION", "FrameTable", "verify"]
+__all__ = ["Clip", "ClipSampler", "ClipSpec", "clip_grid", "Dataset", "verify"]

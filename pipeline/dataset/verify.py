@@ -1,4 +1,4 @@
-"""`dora-data verify`: re-read a shard folder and check it against its own manifest."""
+"""`dora-data verify`: re-read a shard folder and check it against its dataset index (dataset.json)."""
 
 from __future__ import annotations
 

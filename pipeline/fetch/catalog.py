@@ -39,7 +39,7 @@ def _id_from_url(url: str) -> str:
 def read_catalog(path: Path = BUILTIN) -> list[Entry]:
     """Parse and check every row; a bad row is an InputError naming the file and line."""
     if not path.exists():
-        raise InputError(f"{path}: manifest not found; give --manifest with a CSV of name,id,url,city,license,notes")
+        raise InputError(f"{path}: catalog not found; give --catalog with a CSV of name,id,url,city,license,notes")
     entries: list[Entry] = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -54,10 +54,10 @@ def read_catalog(path: Path = BUILTIN) -> list[Entry]:
             vid = (row.get("id") or "").strip() or _id_from_url(url)
             if not NAME_RE.match(name):
                 raise InputError(f"{path}: line {line}: name {name!r} must be 1-64 letters, digits, '_' or '-' "
-                                 "(no paths); fix the manifest")
+                                 "(no paths); fix the catalog")
             if not ID_RE.match(vid):
                 raise InputError(f"{path}: line {line}: id {vid!r} must be 1-64 letters, digits, '_' or '-' "
-                                 "(no paths); fix the manifest")
+                                 "(no paths); fix the catalog")
             scheme = urlparse(url).scheme.lower()
             if scheme not in ("http", "https") or not urlparse(url).netloc:
                 raise InputError(f"{path}: line {line}: URL {url!r} is not http(s); only http and https are fetched")
@@ -76,5 +76,5 @@ def select(entries: list[Entry], only: tuple[str, ...]) -> list[Entry]:
     names = {e.name for e in entries}
     unknown = [n for n in only if n not in names]
     if unknown:
-        raise InputError(f"--only {unknown[0]}: no such video in the manifest; valid names: {', '.join(sorted(names))}")
+        raise InputError(f"--only {unknown[0]}: no such video in the catalog; valid names: {', '.join(sorted(names))}")
     return [e for e in entries if e.name in only]

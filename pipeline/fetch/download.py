@@ -64,9 +64,9 @@ def license_verdict(reported: str | None, entry: Entry, builtin: bool, allow: bo
         if allow:
             return True, f"licence {reported!r} accepted by --allow-license"
         return False, (f"{entry.name}: the video's licence is {reported!r}, not Creative Commons Attribution "
-                       f"(manifest says {entry.license or 'nothing'}); pass --allow-license if you may use it")
+                       f"(the catalog says {entry.license or 'nothing'}); pass --allow-license if you may use it")
     if builtin or allow:
-        return True, (f"warning: {entry.name}: no licence reported by the site (manifest declares "
+        return True, (f"warning: {entry.name}: no licence reported by the site (the catalog declares "
                       f"{entry.license or 'nothing'}); recorded as unverified")
     return False, (f"{entry.name}: the site reports no licence for {entry.url}; check it yourself and pass "
                    "--allow-license to download it")

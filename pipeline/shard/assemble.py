@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.dataset import FORMAT_VERSION, FrameTable
 from pipeline.files import write_json_atomic
-from pipeline.format import ShardWriter, read_range
+from pipeline.format import FORMAT_VERSION, FrameTable, ShardFolder, ShardWriter, read_range
 from pipeline.shard.cuts import shots_from_cuts
 from pipeline.shard.settings import ShardSettings, WindowGeometry
-from pipeline.shard.units import read_unit, unit_blob, work_dir
+from pipeline.shard.units import read_unit
 from pipeline.video import sha256_of
 
 
@@ -68,15 +67,16 @@ def _gather(out: Path, meta: dict, geometry: WindowGeometry) -> _Video:
 def pending_videos(out: Path, done: set[str]) -> tuple[list[dict], list[str]]:
     """(videos whose units are all complete, names of videos still missing units)."""
     ready, waiting = [], []
-    work = out / ".work"
+    folder = ShardFolder(out)
+    work = folder.work
     for vdir in sorted(work.iterdir()) if work.exists() else []:
-        meta_path = vdir / "video.json"
+        meta_path = folder.video_record(vdir.name)
         if not meta_path.exists():
             continue
         meta = json.loads(meta_path.read_text())
         if meta["name"] in done:
             continue
-        if all((vdir / f"u{i:05d}.json").exists() for i in range(meta["n_units"])):
+        if all(folder.unit_record(vdir.name, i).exists() for i in range(meta["n_units"])):
             ready.append(meta)
         else:
             waiting.append(meta["name"])
@@ -85,38 +85,39 @@ def pending_videos(out: Path, done: set[str]) -> tuple[list[dict], list[str]]:
 
 def assemble(out: Path, settings: ShardSettings, quiet: bool = False) -> dict:
     """Write shards for every video whose units are complete; returns the new dataset.json."""
-    manifest_path = out / "dataset.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
+    folder = ShardFolder(out)
+    index_path = folder.index
+    index = folder.read_index() or {
         "format": FORMAT_VERSION, "settings": settings.to_json(), "videos": [], "shards": []}
-    done = {v["name"] for v in manifest["videos"]}
+    done = {v["name"] for v in index["videos"]}
     _drop_leftovers(out, done)
     ready, waiting = pending_videos(out, done)
-    manifest["pending"] = waiting
+    index["pending"] = waiting
     if not ready:
-        if manifest["videos"]:
-            write_json_atomic(manifest_path, manifest)
-        return manifest
+        if index["videos"]:
+            write_json_atomic(index_path, index)
+        return index
     fps = settings.fps
     geometry = WindowGeometry.from_settings(settings, fps)
     videos = [_gather(out, meta, geometry) for meta in ready]
     order = [(v, *w) for v in range(len(videos)) for w in videos[v].windows]
-    rng = np.random.default_rng([settings.seed, len(manifest["shards"])])
+    rng = np.random.default_rng([settings.seed, len(index["shards"])])
     order = [order[i] for i in rng.permutation(len(order))]
-    (out / "shards").mkdir(exist_ok=True)
-    (out / "frames").mkdir(exist_ok=True)
-    new_shards = _write_shards(out, videos, order, settings, len(manifest["shards"]), quiet)
+    folder.shards_dir.mkdir(exist_ok=True)
+    folder.frames_dir.mkdir(exist_ok=True)
+    new_shards = _write_shards(out, videos, order, settings, len(index["shards"]), quiet)
     for v in videos:
         name = v.meta["name"]
-        v.table.save(out / "frames" / f"{name}.npz")
-        manifest["videos"].append(_video_entry(out, v, geometry))
-    manifest["shards"] += new_shards
-    stored = sum(s["frame_bytes"] for s in manifest["shards"])
-    distinct = sum(v["frame_bytes"] for v in manifest["videos"])
-    manifest["duplication"] = round(stored / max(distinct, 1), 4)
-    manifest["window"] = {"length_frames": geometry.length, "hop_frames": geometry.hop}
-    write_json_atomic(manifest_path, manifest)
-    _drop_leftovers(out, {v["name"] for v in manifest["videos"]})
-    return manifest
+        v.table.save(out / folder.frames_table_name(name))
+        index["videos"].append(_video_entry(out, v, geometry))
+    index["shards"] += new_shards
+    stored = sum(s["frame_bytes"] for s in index["shards"])
+    distinct = sum(v["frame_bytes"] for v in index["videos"])
+    index["duplication"] = round(stored / max(distinct, 1), 4)
+    index["window"] = {"length_frames": geometry.length, "hop_frames": geometry.hop}
+    write_json_atomic(index_path, index)
+    _drop_leftovers(out, {v["name"] for v in index["videos"]})
+    return index
 
 
 def _write_shards(out: Path, videos: list[_Video], order: list, settings: ShardSettings, first: int,
@@ -137,14 +138,15 @@ def _write_shards(out: Path, videos: list[_Video], order: list, settings: ShardS
             video = videos[v]
             name = video.meta["name"]
             tab = video.table
-            frames = [read_range(unit_blob(out, name, int(video.blob[r])), int(video.blob_offset[r]), int(tab.size[r]))
+            blob = ShardFolder(out).unit_blob
+            frames = [read_range(blob(name, int(video.blob[r])), int(video.blob_offset[r]), int(tab.size[r]))
                       for r in range(r0, r1)]
             sample_bytes = sum(map(len, frames)) + 1024 * (r1 - r0 + 2)
             if writer is not None and writer.bytes_written + sample_bytes > settings.shard_bytes and writer.samples:
                 close()
                 writer = None
             if writer is None:
-                writer = ShardWriter(out / "shards" / f"shard-{first + len(shards):06d}.tar")
+                writer = ShardWriter(ShardFolder(out).shards_dir / ShardFolder.shard_name(first + len(shards)))
                 stats = {"n_frames": 0, "frame_bytes": 0, "videos": []}
             last = r1 == int(np.searchsorted(tab.shot, shot + 1))
             header = {"video": name, "shot": shot, "window": w,
@@ -176,7 +178,8 @@ def _video_entry(out: Path, v: _Video, geometry: WindowGeometry) -> dict:
     meta, tab, info = v.meta, v.table, v.meta["info"]
     source = Path(meta["source"])
     return {
-        "name": meta["name"], "source": str(source), "sha256": sha256_of(source, work_dir(out, meta["name"])),
+        "name": meta["name"], "source": str(source),
+        "sha256": sha256_of(source, ShardFolder(out).video_work(meta["name"])),
         "source_bytes": meta["source_bytes"], "source_mtime_ns": meta["source_mtime_ns"],
         "codec": info["codec"], "duration_s": round(float(tab.shots[-1, 1] - tab.shots[0, 0]), 6),
         "fps_source": info["fps"], "fps_stored": min(meta["settings_fps"], info["fps"]),
@@ -185,14 +188,14 @@ def _video_entry(out: Path, v: _Video, geometry: WindowGeometry) -> dict:
         "n_held_slots": int((np.diff(tab.index) == 0).sum()) if len(tab) else 0,
         "shots": tab.shots.tolist(), "n_windows": len(v.windows),
         "faces_blurred": int(tab.blurred.sum()), "frames_with_faces": int((tab.faces > 0).sum()),
-        "frame_bytes": int(tab.size.sum()), "frames_table": f"frames/{meta['name']}.npz",
+        "frame_bytes": int(tab.size.sum()), "frames_table": ShardFolder.frames_table_name(meta["name"]),
     }
 
 
 def _drop_leftovers(out: Path, done: set[str]) -> None:
     """Delete work folders of videos already in dataset.json (a kill after the commit point)."""
     for name in done:
-        shutil.rmtree(work_dir(out, name), ignore_errors=True)
-    work = out / ".work"
+        shutil.rmtree(ShardFolder(out).video_work(name), ignore_errors=True)
+    work = ShardFolder(out).work
     if work.exists() and not any(p.is_dir() for p in work.iterdir()):
         shutil.rmtree(work, ignore_errors=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.files import write_json_atomic
+from pipeline.format import ShardFolder
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Unit:
 
     @property
     def name(self) -> str:
-        return f"u{self.index:05d}"
+        return ShardFolder.unit_name(self.index)
 
 
 def plan_units(video: str, start_s: float, duration_s: float, segment_s: float) -> list[Unit]:
@@ -54,33 +55,27 @@ def select_part(units: list[Unit], part: tuple[int, int]) -> list[Unit]:
     return [u for k, u in enumerate(units) if k % n == i]
 
 
-def work_dir(out: Path, video: str) -> Path:
-    return out / ".work" / video
-
-
 def is_complete(out: Path, unit: Unit) -> bool:
-    return (work_dir(out, unit.video) / f"{unit.name}.json").exists()
+    return ShardFolder(out).unit_record(unit.video, unit.index).exists()
 
 
 def read_unit(out: Path, video: str, index: int) -> dict:
     """The JSON record of a complete unit."""
-    with open(work_dir(out, video) / f"u{index:05d}.json") as f:
+    with open(ShardFolder(out).unit_record(video, index)) as f:
         return json.load(f)
-
-
-def unit_blob(out: Path, video: str, index: int) -> Path:
-    return work_dir(out, video) / f"u{index:05d}.jpg.bin"
 
 
 class UnitWriter:
     """Appends a unit's JPEG frames to a temporary blob; `finish` publishes blob then JSON."""
 
     def __init__(self, out: Path, unit: Unit):
-        self.dir = work_dir(out, unit.video)
+        folder = ShardFolder(out)
+        self.dir = folder.video_work(unit.video)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.unit = unit
-        self.blob = self.dir / f"{unit.name}.jpg.bin"
-        self.tmp = self.dir / f"{unit.name}.jpg.bin.tmp{os.getpid()}"
+        self.record = folder.unit_record(unit.video, unit.index)
+        self.blob = folder.unit_blob(unit.video, unit.index)
+        self.tmp = self.blob.with_name(f"{self.blob.name}.tmp{os.getpid()}")
         self.f = open(self.tmp, "wb")  # noqa: SIM115 (closed in finish()/abort())
         self.frames: list[list] = []
 
@@ -97,7 +92,7 @@ class UnitWriter:
                   "cuts": cuts, "frame_fields": ["t", "local_index", "offset", "size", "faces", "blurred"],
                   "frames": self.frames}
         os.replace(self.tmp, self.blob)
-        write_json_atomic(self.dir / f"{self.unit.name}.json", record)
+        write_json_atomic(self.record, record)
 
     def abort(self) -> None:
         if not self.f.closed:
