@@ -52,7 +52,7 @@ def hidden_boxes(dets: list[np.ndarray], every: int) -> list[np.ndarray]:
     from pipeline.faces import boxes_to_hide
 
     own = [d if k % every == 0 or k == len(dets) - 1 else None for k, d in enumerate(dets)]
-    return [boxes_to_hide(own[k - 1] if k else None, own[k], own[k + 1] if k + 1 < len(own) else None)
+    return [boxes_to_hide(own[k - 1] if k else None, own[k], own[k + 1] if k + 1 < len(own) else None, every)
             for k in range(len(own))]
 
 

@@ -142,20 +142,24 @@ def midway(a: np.ndarray, b: np.ndarray, reach: float = 3.0, grow: float = 1.5) 
                 box = (a[i] + b[j]) / 2
                 box[4] = min(a[i, 4], b[j, 4])
                 out.append(box)
-    for boxes, used in ((a, used_a), (b, used_b)):
-        for i, box in enumerate(boxes):
-            if i not in used:
-                c, half = (box[:2] + box[2:4]) / 2, (box[2:4] - box[:2]) * grow / 2
-                out.append(np.concatenate([c - half, c + half, box[4:5]]))
-    return np.asarray(out, np.float32).reshape(-1, 5)
+    out += [box for boxes, used in ((a, used_a), (b, used_b)) for i, box in enumerate(boxes) if i not in used]
+    out = np.asarray(out, np.float32).reshape(-1, 5)
+    c, half = (out[:, :2] + out[:, 2:4]) / 2, (out[:, 2:4] - out[:, :2]) * grow / 2
+    return np.concatenate([c - half, c + half, out[:, 4:]], axis=1)
 
 
-def boxes_to_hide(prev: np.ndarray | None, own: np.ndarray | None, nxt: np.ndarray | None) -> np.ndarray:
-    """Boxes hidden on a stored frame: its own faces and its neighbours' (the +-1 carry-over); on a
-    frame that was not searched (`own` None, `FaceSettings.every` 2) also `midway(prev, nxt)`.
-    None: nothing known for that frame (not searched, or no such frame)."""
+def boxes_to_hide(prev: np.ndarray | None, own: np.ndarray | None, nxt: np.ndarray | None,
+                  every: int = 1) -> np.ndarray:
+    """Boxes hidden on a stored frame: its own faces and its neighbours' (the +-1 carry-over).
+
+    None: nothing known for that frame (not searched, or no such frame). With `every` 2 (only every
+    other frame searched) the carry-over is replaced: a searched frame hides its faces once more grown
+    1.5x (`midway(own, [])`: a second blur pass, as a still face gets from its neighbours, and room
+    for motion); an unsearched one hides both neighbours' faces and `midway(prev, nxt)`.
+    """
+    empty = np.zeros((0, 5), np.float32)
     boxes = [b for b in (prev, own, nxt) if b is not None]
-    if own is None and (prev is not None or nxt is not None):
-        empty = np.zeros((0, 5), np.float32)
-        boxes.append(midway(empty if prev is None else prev, empty if nxt is None else nxt))
-    return np.concatenate(boxes) if boxes else np.zeros((0, 5), np.float32)
+    if every == 2 and boxes:
+        boxes.append(midway(own, empty) if own is not None else
+                     midway(empty if prev is None else prev, empty if nxt is None else nxt))
+    return np.concatenate(boxes) if boxes else empty

@@ -119,7 +119,7 @@ class _FrameSink:
     def _finish(self, f: _Stored, prev: Future | None, own: Future | None, nxt: Future | None) -> None:
         n_faces = n_blurred = 0
         if self.detector is not None:
-            boxes = boxes_to_hide(*(None if x is None else x.result() for x in (prev, own, nxt)))
+            boxes = boxes_to_hide(*(None if x is None else x.result() for x in (prev, own, nxt)), self.every)
             n_faces = len(own.result()) if own is not None else -1  # -1: not searched
             n_blurred = anonymize(f.bgr, boxes, self.settings.faces)
         ok, jpg = cv2.imencode(".jpg", f.bgr, self.params)
