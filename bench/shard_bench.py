@@ -4,8 +4,7 @@
   naive  : the three-pass recipe: `deface` on the whole video (writes a blurred 4K video),
            then the `scenedetect` CLI on it, then ffmpeg extracts 10 fps JPEG frames at 720p
   ours   : `dora-data shard --blur-faces` (one decode; cuts, faces, JPEGs, shards) with each face
-           setting in FACE_SETTINGS: fp32 or int8 CenterFace (`--face-precision`), every stored
-           frame searched or every other one (`--face-every 2`)
+           setting in FACE_SETTINGS: the fp32 or the int8 CenterFace (`--face-precision`)
   no faces: `dora-data shard` without --blur-faces (what the face pass adds)
 The floor is measured before and after the shard runs; the lower time is the floor.
 
@@ -138,8 +137,6 @@ def tree_rss(pid: int) -> int:
 FACE_SETTINGS = {  # name -> extra `dora-data shard` options
     "fp32": ["--blur-faces"],
     "int8": ["--blur-faces", "--face-precision", "int8"],
-    "fp32 every 2": ["--blur-faces", "--face-every", "2"],
-    "int8 every 2": ["--blur-faces", "--face-precision", "int8", "--face-every", "2"],
 }
 
 

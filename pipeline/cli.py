@@ -63,9 +63,6 @@ def shard_options(f):
                      help="Faces are detected on a copy scaled down to this short side."),
         click.option("--face-precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
                      help="int8: CenterFace quantised at first use (about 2x faster on CPU; misses some weak faces)."),
-        click.option("--face-every", type=click.IntRange(1, 2), default=1, show_default=True,
-                     help="2: search every other stored frame; the ones between hide both neighbours' faces "
-                          "and the places halfway (about 2x less CenterFace work; see BENCHMARKS.md)."),
         click.option("--face-provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="onnxruntime execution provider for CenterFace."),
         click.option("--detector", type=click.Choice(DETECTORS), default="adaptive", show_default=True,
@@ -92,7 +89,7 @@ def settings_from(kw: dict) -> ShardSettings:
         fps=kw["fps"], short_side=kw["short_side"], quality=kw["quality"], blur_faces=kw["blur_faces"],
         faces=FaceSettings(threshold=kw["face_thresh"], mask_scale=kw["mask_scale"], mode=kw["blur_mode"],
                            detect_short_side=kw["face_short_side"], provider=kw["face_provider"],
-                           precision=kw["face_precision"], every=kw["face_every"]),
+                           precision=kw["face_precision"]),
         cuts=CutSettings(detector=kw["detector"], threshold=kw["cut_threshold"], min_shot_s=kw["min_shot_s"]),
         clip_frames=kw["clip_frames"], clip_stride_s=kw["clip_stride_s"], window_s=kw["window_s"],
         segment_s=kw["segment_s"], shard_bytes=kw["shard_size"], seed=kw["seed"])

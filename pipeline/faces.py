@@ -28,7 +28,6 @@ class FaceSettings:
     detect_short_side: int = 720
     provider: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | int8 (statically quantised at first use, pipeline.facequant)
-    every: int = 1  # 1: detect on every stored frame; 2: on even slots, odd ones use both neighbours' boxes
 
 
 def choose_provider(wanted: str = "auto") -> str:
@@ -117,49 +116,3 @@ def anonymize(bgr: np.ndarray, boxes: np.ndarray, settings: FaceSettings) -> int
                             draw_scores=False, replaceimg=None,
                             mosaicsize=max(3, int(size * settings.mask_scale / 6)))
     return int(keep.sum())
-
-
-def midway(a: np.ndarray, b: np.ndarray, reach: float = 3.0, grow: float = 1.5) -> np.ndarray:
-    """Where the faces of two frames were on the frame between them (unsearched, `FaceSettings.every` 2).
-
-    Boxes are paired greedily, nearest first: centres at most `reach` box sizes apart, sizes within 2x;
-    each box is used once; a pair gives the box halfway (score: the lower one). A box without a partner
-    (the face was missed or left on the other side) gives itself grown `grow` times about its centre,
-    room for the motion of one frame.
-    """
-    out, used_a, used_b = [], set(), set()
-    if len(a) and len(b):
-        ca, cb = (a[:, :2] + a[:, 2:4]) / 2, (b[:, :2] + b[:, 2:4]) / 2
-        sa = np.maximum(a[:, 2] - a[:, 0], a[:, 3] - a[:, 1])
-        sb = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-        size = np.maximum(np.maximum(sa[:, None], sb[None, :]), 1e-6)
-        dist = np.linalg.norm(ca[:, None] - cb[None, :], axis=2) / size
-        ok = (dist <= reach) & (np.minimum(sa[:, None], sb[None, :]) * 2 >= size)
-        for i, j in zip(*np.unravel_index(np.argsort(dist, axis=None, kind="stable"), dist.shape), strict=True):
-            if ok[i, j] and i not in used_a and j not in used_b:
-                used_a.add(i)
-                used_b.add(j)
-                box = (a[i] + b[j]) / 2
-                box[4] = min(a[i, 4], b[j, 4])
-                out.append(box)
-    out += [box for boxes, used in ((a, used_a), (b, used_b)) for i, box in enumerate(boxes) if i not in used]
-    out = np.asarray(out, np.float32).reshape(-1, 5)
-    c, half = (out[:, :2] + out[:, 2:4]) / 2, (out[:, 2:4] - out[:, :2]) * grow / 2
-    return np.concatenate([c - half, c + half, out[:, 4:]], axis=1)
-
-
-def boxes_to_hide(prev: np.ndarray | None, own: np.ndarray | None, nxt: np.ndarray | None,
-                  every: int = 1) -> np.ndarray:
-    """Boxes hidden on a stored frame: its own faces and its neighbours' (the +-1 carry-over).
-
-    None: nothing known for that frame (not searched, or no such frame). With `every` 2 (only every
-    other frame searched) the carry-over is replaced: a searched frame hides its faces once more grown
-    1.5x (`midway(own, [])`: a second blur pass, as a still face gets from its neighbours, and room
-    for motion); an unsearched one hides both neighbours' faces and `midway(prev, nxt)`.
-    """
-    empty = np.zeros((0, 5), np.float32)
-    boxes = [b for b in (prev, own, nxt) if b is not None]
-    if every == 2 and boxes:
-        boxes.append(midway(own, empty) if own is not None else
-                     midway(empty if prev is None else prev, empty if nxt is None else nxt))
-    return np.concatenate(boxes) if boxes else empty

@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.cuts import CutTracker
 from pipeline.decode import iter_frames
 from pipeline.errors import InputError
-from pipeline.faces import FaceDetector, anonymize, boxes_to_hide
+from pipeline.faces import FaceDetector, anonymize
 from pipeline.probe import VideoInfo
 from pipeline.settings import ShardSettings, first_slot, slot_time, stored_size
 from pipeline.units import Unit, UnitWriter
@@ -48,14 +48,14 @@ class _Stored:
 
 
 class _FrameSink:
-    """Detects faces on a pool of threads; hides them and JPEG-encodes stored frames on one thread, in order.
+    """Detects faces on `detect_threads` threads; hides them and JPEG-encodes stored frames on one
+    thread, in order.
 
-    Decoding (main thread) overlaps with CenterFace and JPEG work. Detection is a pure function of a
-    frame, so it may run on several threads at once; finishing tasks run in submission order on a
-    single thread, so frame j is finished after the faces of frame j+1 are known (the +-1 carry-over)
-    and results are written in time order: the output does not depend on timing. With
-    `faces.every == 2` only even slots are searched; an odd slot hides both neighbours' boxes and
-    the boxes halfway between them (`midway`), and is searched itself only at the end of the video.
+    Decoding (main thread) overlaps with CenterFace and JPEG work. Detection is a pure function of
+    a frame, so several frames are searched at once (one onnxruntime thread each: a unit that runs
+    alone uses every core). Finishing tasks run in submission order on a single thread, so frame j
+    is finished after the faces of frame j+1 are known (the +-1 carry-over) and results are written
+    in time order: the output does not depend on timing or on the number of threads.
     """
 
     MAX_QUEUED = 8  # bounds memory when decoding runs ahead of detection
@@ -63,12 +63,11 @@ class _FrameSink:
     def __init__(self, detector: FaceDetector | None, settings: ShardSettings, write: Callable,
                  detect_threads: int = 1):
         self.detector, self.settings, self.write = detector, settings, write
-        self.every = settings.faces.every
         self.pool = ThreadPoolExecutor(1)
         self.detectors = ThreadPoolExecutor(max(1, detect_threads)) if detector is not None else None
         self.queue: deque[Future] = deque()
         self.prev: Future | None = None  # faces of the stored frame before the pending one
-        self.pending: tuple[_Stored, Future | None] | None = None
+        self.pending: tuple[_Stored, Future] | None = None
         self.last: tuple[int, Future] | None = None  # (source frame, its faces) of the last detection
         self.params = [cv2.IMWRITE_JPEG_QUALITY, settings.quality]
 
@@ -79,49 +78,44 @@ class _FrameSink:
         self.queue.append(fut)
         return fut
 
-    def _detect(self, bgr: np.ndarray, key: int | None, k: int) -> Future | None:
-        """Faces of `bgr` (slot k), None for a slot that is not searched; a held frame (same source
-        frame `key` as the last detection) is not detected twice."""
-        if k % self.every:  # by slot only, never by held frames: the result must not depend on units
-            return None
+    def _detect(self, bgr: np.ndarray, key: int | None = None) -> Future:
+        """Faces of `bgr`; a held frame (same source frame `key` as the last call) is not detected twice."""
         if key is not None and self.last is not None and self.last[0] == key:
             return self.last[1]
         fut = self._submit(self.detector.detect, bgr.copy() if key is not None else bgr, pool=self.detectors)
         self.last = (key, fut) if key is not None else None
         return fut
 
-    def before(self, bgr: np.ndarray, key: int, k: int) -> None:
-        """The last stored frame before the unit (slot k): only its faces are needed."""
-        self.prev = self._detect(bgr, key, k) if self.detector is not None else None
+    def before(self, bgr: np.ndarray, key: int) -> None:
+        """The last stored frame before the unit: only its faces are needed."""
+        self.prev = self._detect(bgr, key) if self.detector is not None else None
 
-    def push(self, frame: _Stored, k: int) -> None:
+    def push(self, frame: _Stored) -> None:
         if self.detector is None:
             self._submit(self._finish, frame, None, None, None)
             return
-        faces = self._detect(frame.bgr, frame.local_index, k)
+        faces = self._detect(frame.bgr, frame.local_index)
         self._close_pending(faces)
         self.pending = (frame, faces)
 
-    def after(self, bgr: np.ndarray | None, key: int | None = None, k: int = 0) -> None:
-        """The first stored frame after the unit, slot k (None at the end of the video)."""
+    def after(self, bgr: np.ndarray | None, key: int | None = None) -> None:
+        """The first stored frame after the unit (None at the end of the video)."""
         if self.detector is not None:
-            self._close_pending(self._detect(bgr, key, k) if bgr is not None else None)
+            self._close_pending(self._detect(bgr, key) if bgr is not None else None)
 
     def _close_pending(self, next_faces: Future | None) -> None:
         if self.pending is None:
             return
         frame, faces = self.pending
-        if faces is None and next_faces is None:  # an unsearched last frame of the video
-            faces = self._submit(self.detector.detect, frame.bgr, pool=self.detectors)
         self._submit(self._finish, frame, self.prev, faces, next_faces)
         self.prev, self.pending = faces, None
 
     def _finish(self, f: _Stored, prev: Future | None, own: Future | None, nxt: Future | None) -> None:
         n_faces = n_blurred = 0
-        if self.detector is not None:
-            boxes = boxes_to_hide(*(None if x is None else x.result() for x in (prev, own, nxt)), self.every)
-            n_faces = len(own.result()) if own is not None else -1  # -1: not searched
-            n_blurred = anonymize(f.bgr, boxes, self.settings.faces)
+        if own is not None:
+            boxes = [x.result() for x in (prev, own, nxt) if x is not None]
+            n_faces = len(own.result())
+            n_blurred = anonymize(f.bgr, np.concatenate(boxes), self.settings.faces)
         ok, jpg = cv2.imencode(".jpg", f.bgr, self.params)
         self.write(f.t, f.local_index, jpg.tobytes(), n_faces, n_blurred)
 
@@ -216,11 +210,11 @@ class _Grid:
             k, local = self.next, self.cur[2]
             if k < self.ka:
                 if self.faces:
-                    self.sink.before(self._pixels(), local, k)
+                    self.sink.before(self._pixels(), local)
             elif self.kb is None or k < self.kb:
-                self.sink.push(_Stored(slot_time(k, self.t0, self.fps), local, self._pixels().copy()), k)
+                self.sink.push(_Stored(slot_time(k, self.t0, self.fps), local, self._pixels().copy()))
             else:
-                self.sink.after(self._pixels() if self.faces else None, local, k)
+                self.sink.after(self._pixels() if self.faces else None, local)
                 self.done = True
             self.next += 1
 
