@@ -149,7 +149,6 @@ def main() -> None:
               f"{hit}/{n} = {hit / max(n, 1):.3f} ({extra} extra int8 boxes); s/frame fp32 "
               f"{secs['fp32'] / len(imgs):.3f}, int8 {secs['int8'] / len(imgs):.3f}, "
               f"speed-up {secs['fp32'] / secs['int8']:.2f}x", flush=True)
-
         for p in dets:
             for every in (1, 2):
                 for min_score in (args.threshold, 0.5):
@@ -157,6 +156,7 @@ def main() -> None:
                     hit, n = hidden_recall(ref, hidden_boxes(res[p], every), imgs[0].shape[:2])
                     print(f"  hidden recall {p} every {every}: fp32 faces >= {min_score}: {hit}/{n} = "
                           f"{hit / max(n, 1):.3f}", flush=True)
+
 
 if __name__ == "__main__":
     main()
