@@ -90,11 +90,12 @@ class _FrameSink:
         """The last stored frame before the unit: only its faces are needed."""
         self.prev = self._detect(bgr, key) if self.detector is not None else None
 
-    def push(self, frame: _Stored) -> None:
+    def push(self, frame: _Stored, key: int) -> None:
+        """A stored frame of the unit; `key` names its source frame (a held frame is searched once)."""
         if self.detector is None:
             self._submit(self._finish, frame, None, None, None)
             return
-        faces = self._detect(frame.bgr, frame.local_index)
+        faces = self._detect(frame.bgr, key)
         self._close_pending(faces)
         self.pending = (frame, faces)
 
@@ -186,6 +187,7 @@ class _Grid:
         self.sink, self.ka, self.kb, self.t0, self.fps, self.size, self.faces = sink, ka, kb, t0, fps, size, faces
         self.next = max(ka - 1, 0)  # next slot to fill (the one before the unit: its faces)
         self.cur: tuple[float, av.VideoFrame, int] | None = None  # latest frame: (t, frame, local index)
+        self.seq = -1  # decode count: tells frames apart (every frame before the unit has local index -1)
         self.bgr: tuple[int, np.ndarray] | None = None  # resized pixels of `cur`
         self.done = False
 
@@ -193,6 +195,7 @@ class _Grid:
         """A new decoded frame at t: every slot before first_slot(t) shows the previous frame."""
         self._fill_until(first_slot(t, self.t0, self.fps))
         self.cur, self.bgr = (t, frame, local), None
+        self.seq += 1
 
     def close(self, end: float) -> None:
         """End of decoding: the last frame stays on screen until `end` (or the unit's end)."""
@@ -210,11 +213,11 @@ class _Grid:
             k, local = self.next, self.cur[2]
             if k < self.ka:
                 if self.faces:
-                    self.sink.before(self._pixels(), local)
+                    self.sink.before(self._pixels(), self.seq)
             elif self.kb is None or k < self.kb:
-                self.sink.push(_Stored(slot_time(k, self.t0, self.fps), local, self._pixels().copy()))
+                self.sink.push(_Stored(slot_time(k, self.t0, self.fps), local, self._pixels().copy()), self.seq)
             else:
-                self.sink.after(self._pixels() if self.faces else None, local)
+                self.sink.after(self._pixels() if self.faces else None, self.seq)
                 self.done = True
             self.next += 1
 

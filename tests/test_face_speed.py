@@ -58,7 +58,7 @@ def test_detection_runs_on_several_threads_with_the_same_result(name):
         det, rows = _Recording(settings.faces), []
         sink = _FrameSink(det, settings, lambda *row: rows.append(row), detect_threads=threads)  # noqa: B023
         for i, img in enumerate(imgs):
-            sink.push(_Stored(i / 10, i, img.copy()))
+            sink.push(_Stored(i / 10, i, img.copy()), i)
         sink.after(None)
         sink.close()
         assert len(det.threads) == threads
@@ -68,22 +68,24 @@ def test_detection_runs_on_several_threads_with_the_same_result(name):
     assert sum(r[3] for r in written[1]) >= len(imgs) // 2  # faces were found (and hidden)
 
 
-def test_threads_per_unit_do_not_change_the_bytes(tmp_path):
-    """The same units run inline one after the other (a detection thread per core) or in 2 worker
-    processes (one thread each) give the same shard bytes, also with a face frame held for 2.3 s."""
+def test_units_and_threads_do_not_change_the_bytes(tmp_path):
+    """One unit, or units of 1 s run inline (a detection thread per core) or in 2 worker processes (one
+    thread each), give the same shard bytes. A face frame is held from 0.63 to 2.95 s: at the unit
+    border at 3 s, two different frames lie before the unit (the held one and the one shown at 3.0 s),
+    and each must be searched for its own faces."""
     _, frames = decode_all(sample_video("carphone_pristine.mp4"))
     src = tmp_path / "faces.mp4"
     pts = [33 * i for i in range(20)] + [2950 + 33 * i for i in range(25)]  # frame 19 held 0.63 .. 2.95 s
     encode(src, frames[:45], pts, options={"crf": "14", "preset": "fast"})
     outs = []
-    for workers in ("1", "2"):
-        out = tmp_path / f"out{workers}"
-        r = run_cli("shard", src, "--out", out, "--segment-s", "1", "--workers", workers, "--quiet", "--blur-faces",
+    for seg, workers in (("100", "1"), ("1", "1"), ("1", "2")):
+        out = tmp_path / f"out{seg}-{workers}"
+        r = run_cli("shard", src, "--out", out, "--segment-s", seg, "--workers", workers, "--quiet", "--blur-faces",
                     "--clip-frames", "2", "--clip-stride-s", "0.5")
         assert r.returncode == 0, r.stderr
         outs.append((out / "shards/shard-000000.tar").read_bytes())
-    assert outs[0] == outs[1]
-    assert np.all(Dataset(tmp_path / "out1").table("faces").blurred >= 1)
+    assert outs[0] == outs[1] == outs[2]
+    assert np.all(Dataset(tmp_path / "out100-1").table("faces").blurred >= 1)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
