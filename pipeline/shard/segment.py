@@ -12,6 +12,7 @@ after it; the neighbours across the unit's borders are decoded (in the margins) 
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,28 +47,33 @@ class _Stored:
 
 
 class _FrameSink:
-    """Detects, hides and JPEG-encodes stored frames on one background thread, in order.
+    """Detects faces on `detect_threads` threads; hides them and JPEG-encodes stored frames on one
+    thread, in order.
 
-    Decoding (main thread) overlaps with CenterFace and JPEG work. Tasks run in submission order
-    on a single thread, so frame j is finished after the faces of frame j+1 are known (the +-1
-    carry-over) and results are written in time order: the output does not depend on timing.
+    Decoding (main thread) overlaps with CenterFace and JPEG work. Detection is a pure function of
+    a frame, so several frames are searched at once (one onnxruntime thread each: a unit that runs
+    alone uses every core). Finishing tasks run in submission order on a single thread, so frame j
+    is finished after the faces of frame j+1 are known (the +-1 carry-over) and results are written
+    in time order: the output does not depend on timing or on the number of threads.
     """
 
     MAX_QUEUED = 8  # bounds memory when decoding runs ahead of detection
 
-    def __init__(self, detector: FaceDetector | None, settings: ShardSettings, write: Callable):
+    def __init__(self, detector: FaceDetector | None, settings: ShardSettings, write: Callable,
+                 detect_threads: int = 1):
         self.detector, self.settings, self.write = detector, settings, write
         self.pool = ThreadPoolExecutor(1)
+        self.detectors = ThreadPoolExecutor(max(1, detect_threads)) if detector is not None else None
         self.queue: deque[Future] = deque()
         self.prev: Future | None = None  # faces of the stored frame before the pending one
         self.pending: tuple[_Stored, Future] | None = None
         self.last: tuple[int, Future] | None = None  # (source frame, its faces) of the last detection
         self.params = [cv2.IMWRITE_JPEG_QUALITY, settings.quality]
 
-    def _submit(self, fn, *args) -> Future:
+    def _submit(self, fn, *args, pool: ThreadPoolExecutor | None = None) -> Future:
         while len(self.queue) >= self.MAX_QUEUED:
             self.queue.popleft().result()
-        fut = self.pool.submit(fn, *args)
+        fut = (pool or self.pool).submit(fn, *args)
         self.queue.append(fut)
         return fut
 
@@ -75,7 +81,7 @@ class _FrameSink:
         """Faces of `bgr`; a held frame (same source frame `key` as the last call) is not detected twice."""
         if key is not None and self.last is not None and self.last[0] == key:
             return self.last[1]
-        fut = self._submit(self.detector.detect, bgr.copy() if key is not None else bgr)
+        fut = self._submit(self.detector.detect, bgr.copy() if key is not None else bgr, pool=self.detectors)
         self.last = (key, fut) if key is not None else None
         return fut
 
@@ -83,11 +89,12 @@ class _FrameSink:
         """The last stored frame before the unit: only its faces are needed."""
         self.prev = self._detect(bgr, key) if self.detector is not None else None
 
-    def push(self, frame: _Stored) -> None:
+    def push(self, frame: _Stored, key: int) -> None:
+        """A stored frame of the unit; `key` names its source frame (a held frame is searched once)."""
         if self.detector is None:
             self._submit(self._finish, frame, None, None, None)
             return
-        faces = self._detect(frame.bgr, frame.local_index)
+        faces = self._detect(frame.bgr, key)
         self._close_pending(faces)
         self.pending = (frame, faces)
 
@@ -118,10 +125,12 @@ class _FrameSink:
             for fut in self.queue:
                 fut.result()
         finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.abort()
 
     def abort(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.pool, self.detectors):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def process_unit(unit: Unit, info: VideoInfo, settings: ShardSettings, writer: UnitWriter,
@@ -133,7 +142,7 @@ def process_unit(unit: Unit, info: VideoInfo, settings: ShardSettings, writer: U
     size = stored_size(info.width, info.height, settings.short_side)
     cuts = CutTracker(settings.cuts, info.width, info.height, info.fps, info.time_base)
     detector = _face_detector(settings) if settings.blur_faces else None
-    sink = _FrameSink(detector, settings, writer.add_frame)
+    sink = _FrameSink(detector, settings, writer.add_frame, detect_threads=threads or os.cpu_count() or 1)
     ka = first_slot(a, t0, fps)  # first slot of the unit; kb: first slot after it
     kb = None if b is None else first_slot(b, t0, fps)
     grid = _Grid(sink, ka, kb, t0, fps, size, detector is not None)
@@ -177,6 +186,7 @@ class _Grid:
         self.sink, self.ka, self.kb, self.t0, self.fps, self.size, self.faces = sink, ka, kb, t0, fps, size, faces
         self.next = max(ka - 1, 0)  # next slot to fill (the one before the unit: its faces)
         self.cur: tuple[float, av.VideoFrame, int] | None = None  # latest frame: (t, frame, local index)
+        self.seq = -1  # decode count: tells frames apart (every frame before the unit has local index -1)
         self.bgr: tuple[int, np.ndarray] | None = None  # resized pixels of `cur`
         self.done = False
 
@@ -184,6 +194,7 @@ class _Grid:
         """A new decoded frame at t: every slot before first_slot(t) shows the previous frame."""
         self._fill_until(first_slot(t, self.t0, self.fps))
         self.cur, self.bgr = (t, frame, local), None
+        self.seq += 1
 
     def close(self, end: float) -> None:
         """End of decoding: the last frame stays on screen until `end` (or the unit's end)."""
@@ -201,11 +212,11 @@ class _Grid:
             k, local = self.next, self.cur[2]
             if k < self.ka:
                 if self.faces:
-                    self.sink.before(self._pixels(), local)
+                    self.sink.before(self._pixels(), self.seq)
             elif self.kb is None or k < self.kb:
-                self.sink.push(_Stored(slot_time(k, self.t0, self.fps), local, self._pixels().copy()))
+                self.sink.push(_Stored(slot_time(k, self.t0, self.fps), local, self._pixels().copy()), self.seq)
             else:
-                self.sink.after(self._pixels() if self.faces else None, local)
+                self.sink.after(self._pixels() if self.faces else None, self.seq)
                 self.done = True
             self.next += 1
 
