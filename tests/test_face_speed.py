@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from bench.face_int8_bench import hidden_boxes, hidden_recall, midway
-from pipeline.demo import sample_video
-from pipeline.faces import FaceDetector, FaceSettings
-from pipeline.manifest import Dataset
-from pipeline.segment import _FrameSink, _Stored
-from pipeline.settings import ShardSettings
+from pipeline.dataset import Dataset
+from pipeline.shard.faces import FaceDetector, FaceSettings
+from pipeline.shard.segment import _FrameSink, _Stored
+from pipeline.shard.settings import ShardSettings
+from pipeline.video.samples import sample_video
 from tests.conftest import run_cli
 from tests.videos import decode_all, encode
 
