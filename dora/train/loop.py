@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import sys
 import time
@@ -19,8 +18,9 @@ from dora.config import Config
 from dora.data import BatchSource, ImageSource, Loader, choose_backend, render_host_batch
 from dora.model import DoRA, map_entropy, mask_coverage
 from dora.train.bad_clips import BadClips
-from dora.train.monitor import Monitor
-from dora.train.plan import MEASURE_STEPS, RunPlan
+from dora.train.distributed import all_finite, gather, rng_state, set_rng_state, setup_distributed
+from dora.train.monitor import Monitor, TrackingSheets
+from dora.train.plan import RunPlan, StepTimer
 from dora.train.schedules import (
     build_optimizer,
     cancel_last_layer_grads,
@@ -29,7 +29,6 @@ from dora.train.schedules import (
     step_values,
     total_steps,
 )
-from dora.train.viz import tracking_sheet
 from pipeline.errors import InputError, TrainingDiverged
 from pipeline.format import ShardFolder
 
@@ -37,19 +36,6 @@ from pipeline.format import ShardFolder
 FREE_KEYS = {"train.checkpoint_every", "train.log_every", "train.maps_every", "train.num_workers", "train.loader",
              "train.epochs", "train.max_bad_fraction", "eval.knn_data", "eval.every_epochs", "eval.knn_k",
              "eval.knn_temperature", "eval.knn_crop", "eval.knn_batch_size"}
-
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; a single process without it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return (dist.get_rank() if dist.is_initialized() else 0), world, device
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -68,35 +54,6 @@ def _check_same(saved: dict, cfg: Config, path: Path) -> None:
     if diff:
         raise InputError(f"{path}: was made with other options ({', '.join(diff[:6])}); resume with the same "
                          "--config and overrides, or use another --output")
-
-
-def _rng_state(model: DoRA) -> dict:
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(), "python": random.getstate(), "heads": model.generator.get_state()}
-
-
-def _set_rng_state(model: DoRA, s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
-    model.generator.set_state(s["heads"])
-
-
-def _gather(obj, world: int) -> list:
-    if world == 1:
-        return [obj]
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _all_finite(loss: torch.Tensor) -> bool:
-    ok = torch.isfinite(loss.detach()).float()
-    if dist.is_initialized():
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    return bool(ok.item())
 
 
 class Trainer:
@@ -167,10 +124,10 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.bad_clips.bad, self.bad_clips.seen = state["step"], state["bad"], state["seen"]
-        _set_rng_state(self.model, state["rng"][self.rank])
+        set_rng_state(self.model.generator, state["rng"][self.rank])
 
     def _state(self) -> dict:
-        rng = _gather(_rng_state(self.model), self.world)
+        rng = gather(rng_state(self.model.generator), self.world)
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng, "bad": self.bad_clips.bad,
                 "seen": self.bad_clips.seen, "config": self.cfg.to_dict(), "shards": self.shards, "images": self.images,
@@ -180,23 +137,12 @@ class Trainer:
         state = self._state()  # every rank joins the RNG gather
         return ckpt.save_step(self.run, self.step, state) if self.rank == 0 else None
 
-    def _fixed_clip(self) -> torch.Tensor:
-        """View 0 of the first clip of batch 0 (rank 0's stream): the clip shown in every tracking PNG."""
-        hb = self._source(0, 1)(0)
-        return render_host_batch(hb, self.cfg.data, self.cfg.dora.global_views)["globals"][:1, :, :1].to(self.device)
-
-    @torch.no_grad()
-    def _tracking_png(self, clip: torch.Tensor, monitor: Monitor) -> None:
-        saved = self.model.generator.get_state()
-        self.model.generator.manual_seed(self.cfg.train.seed)
-        _, maps, _ = self.model.track_objects(clip)
-        self.model.generator.set_state(saved)
-        if maps is None:
-            return
-        grid = (clip.shape[-2] // self.model.patch, clip.shape[-1] // self.model.patch)
-        path = tracking_sheet(clip[0, :, 0], maps[0, :, 0], grid, self.run / "maps" / f"step_{self.step:08d}.png",
-                              f"step {self.step}: k={maps.shape[3]} tracked objects (teacher)")
-        monitor.image(path, self.step)
+    def _tracking_sheets(self) -> TrackingSheets | None:
+        """Rank 0 draws view 0 of the first clip of batch 0 (its stream) with the tracked objects."""
+        if self.rank != 0 or self.cfg.dora.method != "dora":
+            return None
+        clip = render_host_batch(self._source(0, 1)(0), self.cfg.data, self.cfg.dora.global_views)["globals"]
+        return TrackingSheets(self.model, clip[:1, :, :1].to(self.device), self.run / "maps", self.cfg.train.seed)
 
     def fit(self, quiet: bool = False) -> dict:
         cfg = self.cfg
@@ -206,12 +152,12 @@ class Trainer:
         backend = choose_backend(cfg.train.loader)
         loader = Loader(self.source, self.step, self.device, backend, cfg.train.num_workers)
         monitor = Monitor(self.run, self.step, self.total, self.global_batch, enabled=self.rank == 0, bar=not quiet)
-        fixed = self._fixed_clip() if self.rank == 0 and cfg.dora.method == "dora" else None
-        if self.step == 0 and fixed is not None:
-            self._tracking_png(fixed, monitor)
+        sheets = self._tracking_sheets()
+        if self.step == 0 and sheets is not None:
+            sheets.draw(self.step, monitor)
         self._say(self.plan.describe())
         last_loss = float("nan")
-        timer: tuple[int, float] | None = None  # (step, time) after the first step of this session
+        timer = StepTimer(self.plan, cfg.train.batch_size, self.total, self._say)
         try:
             while self.step < self.total:
                 t0 = time.perf_counter()
@@ -223,15 +169,15 @@ class Trainer:
                 self.step += 1
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                timer = self._time_steps(timer)
+                timer.tick(self.step)
                 log = self.step % cfg.train.log_every == 0 or self.step == self.total
                 monitor.step(self.step, out, time.perf_counter() - t0, t_data, log)
                 if self.knn is not None and self.knn.due(self.step, self.total):
                     self.knn.log(monitor, self.step, self.knn.evaluate(self.model.teacher.backbone))
                 if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total:
                     self._save()
-                if fixed is not None and (self.step % cfg.train.maps_every == 0 or self.step == self.total):
-                    self._tracking_png(fixed, monitor)
+                if sheets is not None and (self.step % cfg.train.maps_every == 0 or self.step == self.total):
+                    sheets.draw(self.step, monitor)
         finally:
             monitor.close()
         return {"steps": self.step, "loss": last_loss, "bad_clips": self.bad_clips.bad, "backend": backend,
@@ -240,18 +186,6 @@ class Trainer:
     def _say(self, line: str) -> None:
         if self.rank == 0:
             print(f"dora-train: {line}", file=sys.stderr, flush=True)
-
-    def _time_steps(self, timer: tuple[int, float] | None) -> tuple[int, float] | None:
-        """Time MEASURE_STEPS steps after the first (warm-up) one, then print the measured estimate once."""
-        now = time.perf_counter()
-        if timer is None:
-            return self.step, now
-        start, t0 = timer
-        if start >= 0 and (self.step - start >= MEASURE_STEPS or self.step == self.total) and self.step > start:
-            rate = (self.step - start) * self.cfg.train.batch_size / max(now - t0, 1e-9)
-            self._say(self.plan.measured(rate, self.step))
-            return -1, now
-        return timer
 
     def train_one_step(self, batch) -> dict:
         """One optimisation step, as DINO's train_one_epoch body: schedules, forward (eq. 10), a finite
@@ -263,7 +197,7 @@ class Trainer:
         with amp:
             out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, step=self.step)
         loss = out["loss"]
-        if not _all_finite(loss):
+        if not all_finite(loss):
             last = ckpt.latest(self.run)
             raise TrainingDiverged(f"loss is {loss.item()} at step {self.step}; stopped. Last good checkpoint: "
                                 f"{last or 'none yet'}. Lower optim.lr, or use train.precision=fp32")

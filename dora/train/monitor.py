@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
+from dora.train.viz import tracking_sheet
 from pipeline.files import write_text_atomic
 
 
@@ -64,3 +66,26 @@ class Monitor:
         self.bar.close()
         if self.tb is not None:
             self.tb.close()
+
+
+class TrackingSheets:
+    """The same clip drawn with the teacher's tracked objects as training goes on (like Figure 4): heads
+    come from a generator seeded with the run's seed, so the pictures differ only by the weights."""
+
+    def __init__(self, model, clip: torch.Tensor, folder: Path, seed: int):
+        self.model, self.clip, self.folder, self.seed = model, clip, folder, seed
+
+    @torch.no_grad()
+    def draw(self, step: int, monitor: Monitor) -> None:
+        gen = self.model.generator
+        saved = gen.get_state()
+        gen.manual_seed(self.seed)
+        _, maps, _ = self.model.track_objects(self.clip)
+        gen.set_state(saved)
+        if maps is None:
+            return
+        clip, patch = self.clip, self.model.patch
+        grid = (clip.shape[-2] // patch, clip.shape[-1] // patch)
+        path = tracking_sheet(clip[0, :, 0], maps[0, :, 0], grid, self.folder / f"step_{step:08d}.png",
+                              f"step {step}: k={maps.shape[3]} tracked objects (teacher)")
+        monitor.image(path, step)

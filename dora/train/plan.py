@@ -6,6 +6,8 @@ frozen last layer and the cosine schedules all count in the same steps (`schedul
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 ASSUMED_RATE = 100.0  # clips/s per GPU before anything is measured (DESIGN.md: H200 ceiling ~140)
@@ -52,3 +54,24 @@ class RunPlan:
         return (f"measured {clips_per_s_per_gpu:.1f} clips/s/GPU: the whole run takes "
                 f"{duration(self.seconds(clips_per_s_per_gpu))}, "
                 f"{duration(self.seconds(clips_per_s_per_gpu, self.total_steps - done))} from step {done:,}")
+
+
+class StepTimer:
+    """Times MEASURE_STEPS steps after the first (warm-up) step of a session, then says the measured
+    estimate of the whole run once."""
+
+    def __init__(self, plan: RunPlan, batch_size: int, total: int, say: Callable[[str], None]):
+        self.plan, self.batch_size, self.total, self.say = plan, batch_size, total, say
+        self.start: tuple[int, float] | None = None
+        self.done = False
+
+    def tick(self, step: int) -> None:
+        """Call after each step (`step` steps complete)."""
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = (step, now)
+            return
+        first, t0 = self.start
+        if not self.done and (step - first >= MEASURE_STEPS or step == self.total) and step > first:
+            self.say(self.plan.measured((step - first) * self.batch_size / max(now - t0, 1e-9), step))
+            self.done = True
