@@ -15,14 +15,14 @@ import time
 
 import torch
 
+from dora.config import EvalCfg
 from dora.eval.features import cls_feature, extract
 from dora.eval.images import choose_decoder, eval_batches, load_layout
 from dora.eval.knn import knn_classify, normalize
 
 
 class OnlineKnn:
-    def __init__(self, cfg, iters_per_epoch: int, device: torch.device, precision: str = "fp32"):
-        e = cfg.eval
+    def __init__(self, e: EvalCfg, iters_per_epoch: int, device: torch.device, precision: str = "fp32"):
         self.cfg, self.device = e, device
         self.train, self.val = load_layout(e.knn_data)  # layout errors surface before training starts
         self.every = max(1, round(e.every_epochs * iters_per_epoch))

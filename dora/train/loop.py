@@ -96,7 +96,7 @@ class Trainer:
         if cfg.eval.knn_data and self.rank == 0:  # teacher k-NN during training (dora/eval/online_knn.py)
             from dora.eval import OnlineKnn
 
-            self.knn = OnlineKnn(cfg, self.iters_per_epoch, self.device, cfg.train.precision)
+            self.knn = OnlineKnn(cfg.eval, self.iters_per_epoch, self.device, cfg.train.precision)
 
     def _source(self, rank: int, world: int) -> BatchSource | ImageSource:
         if self.images:
