@@ -13,7 +13,6 @@ from pipeline.errors import DiskFullError, InputError, disk_full_cause
 from pipeline.files import atomic_open
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pth$")
-KEEP = 2  # step checkpoints kept in the run folder (the newest ones)
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -34,8 +33,8 @@ def state_bytes(obj) -> int:
     return 0
 
 
-def save_step(run: Path, step: int, state: dict) -> Path:
-    """runs/NAME/checkpoints/step_NNNNNNNN.pth, keeping the newest KEEP of them. A full disk raises
+def save_step(run: Path, step: int, state: dict, keep: int = 2, keep_every: int = 0) -> Path:
+    """runs/NAME/checkpoints/step_NNNNNNNN.pth; then `prune(run, keep, keep_every)`. A full disk raises
     DiskFullError (one line): nothing partial is left, and the previous checkpoint stays."""
     path = run / "checkpoints" / f"step_{step:08d}.pth"
     try:
@@ -51,9 +50,21 @@ def save_step(run: Path, step: int, state: dict) -> Path:
         raise DiskFullError(f"{path.parent}: disk full while writing the step {step} checkpoint ({cause.strerror}; "
                             f"it needs about {state_bytes(state) / 1e6:.0f} MB, {free / 1e6:.0f} MB are free); "
                             f"{kept}. Free space, then rerun") from None
-    for old in sorted(list_checkpoints(run))[:-KEEP]:
-        old.unlink(missing_ok=True)
+    prune(run, keep, keep_every)
     return path
+
+
+def kept(steps: list[int], keep: int, keep_every: int = 0) -> set[int]:
+    """The checkpoint steps to keep: the newest `keep`, and every multiple of `keep_every` (if > 0)."""
+    newest = set(sorted(steps)[-keep:]) if keep > 0 else set()
+    return newest | ({s for s in steps if s % keep_every == 0} if keep_every > 0 else set())
+
+
+def prune(run: Path, keep: int, keep_every: int = 0) -> None:
+    """Delete the run's step checkpoints that `kept` does not keep (train.keep_checkpoints, train.keep_every)."""
+    found = {int(CKPT_RE.match(p.name).group(1)): p for p in list_checkpoints(run)}
+    for step in set(found) - kept(list(found), keep, keep_every):
+        found[step].unlink(missing_ok=True)
 
 
 def list_checkpoints(run: Path) -> list[Path]:

@@ -28,6 +28,7 @@ class ModelCfg:
     depth: int | None = None  # overrides of the timm architecture (None: as named)
     embed_dim: int | None = None
     num_heads: int | None = None
+    img_size: int | None = None  # image size of the position-embedding grid (None: the arch's); others resample
     drop_path: float = 0.1  # student only
     out_dim: int = 65536
     hidden_dim: int = 2048
@@ -60,6 +61,7 @@ class LossCfg:
     teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: float = 0.0
+    teacher_temp_per: str = "epoch"  # epoch: one value per epoch, as DINO and the official code | step: per iteration
     center_momentum: float = 0.9
 
 
@@ -115,6 +117,11 @@ class TrainCfg:
     checkpoint_every: int = 1000
     log_every: int = 20
     maps_every: int = 500  # PNG of tracked objects on a fixed clip
+    keep_checkpoints: int = 2  # the newest step checkpoints kept in the run folder (>= 1)
+    keep_every: int = 0  # also keep (and write) every checkpoint whose step is a multiple of this (0: off)
+    collapse_logs: int = 3  # logs in a row with a collapsed-looking teacher before the warning (dora/train/health.py)
+    collapse_entropy: float = 0.95  # near-uniform: teacher entropy above this fraction of ln K
+    collapse_mass: float = 0.9  # one prototype: the batch-mean teacher distribution's largest entry above this
 
 
 @dataclass
@@ -143,6 +150,7 @@ class Config:
 
 CHOICES = {
     "dora.method": ("dora", "dino"),
+    "loss.teacher_temp_per": ("epoch", "step"),
     "dora.sk_scale": ("assignment", "marginal"),
     "dora.mask": ("soft", "binary"),
     "dora.mask_source": ("object", "random", "random_prototypes"),
@@ -282,3 +290,14 @@ def check(cfg: Config) -> None:
                           f"use optim.optimizer=adamw, a LARS lr >= {LARS_MIN_LR:g}, or optim.allow_small_lars_lr=true")
     if cfg.data.clip_frames < 1 or cfg.dora.num_objects < 1:
         raise ConfigError("config keys 'data.clip_frames' and 'dora.num_objects' must be at least 1")
+    t = cfg.train
+    if t.epochs < 0:
+        raise ConfigError(f"config key 'train.epochs': {t.epochs:g} is negative; use 0 (write the step-0 checkpoint "
+                          "and stop) or more")
+    for key, value, low in (("keep_checkpoints", t.keep_checkpoints, 1), ("keep_every", t.keep_every, 0),
+                            ("collapse_logs", t.collapse_logs, 1)):
+        if value < low:
+            raise ConfigError(f"config key 'train.{key}': {value} must be at least {low}")
+    for key, value in (("collapse_entropy", t.collapse_entropy), ("collapse_mass", t.collapse_mass)):
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"config key 'train.{key}': {value:g} must be in (0, 1]")

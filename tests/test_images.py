@@ -88,7 +88,7 @@ def test_dora_star_trains_on_an_image_folder(image_folder, tmp_path, backend):
     assert summary["steps"] == 4 and summary["backend"] == backend and np.isfinite(summary["loss"])
     assert sorted(p.name for p in (run / "checkpoints").glob("*.pth")) == ["step_00000002.pth", "step_00000004.pth"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and all(np.isfinite(x["loss"]) and x["object"] > 0 for x in rows)
+    assert len(rows) == 4 and all(np.isfinite(x["loss"]) and x["loss_global"] > 0 for x in rows)
     assert list((run / "maps").glob("*.png"))
 
 

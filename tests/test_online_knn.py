@@ -25,11 +25,13 @@ def test_online_knn_is_logged_and_does_not_change_training(main_ds, tmp_path):
     recs = [json.loads(x) for x in (tmp_path / "knn" / "metrics.jsonl").read_text().splitlines()]
     knn = [x for x in recs if "knn_top1" in x]
     steps = [x["step"] for x in recs if "loss" in x]
-    assert len(knn) >= 2 and knn[-1]["step"] == steps[-1]
+    assert len(knn) >= 3 and knn[-1]["step"] == steps[-1]
+    assert recs[0] is knn[0] and (recs[0]["step"], recs[0]["epoch"]) == (0, 0.0)  # the random init, before step 1
     assert all(0.0 <= x["knn_top1"] <= 100.0 and x["knn_top5"] == 100.0 for x in knn)  # 3 classes: top-5 = all
-    ipe = round(recs[0]["step"] / recs[0]["epoch"])  # training steps per epoch
+    first = next(x for x in recs if "loss" in x)
+    ipe = round(first["step"] / first["epoch"])  # training steps per epoch
     every = round(0.1 * ipe)
-    assert [x["step"] for x in knn] == sorted({s for s in steps if s % every == 0} | {steps[-1]})
+    assert [x["step"] for x in knn] == sorted({0} | {s for s in steps if s % every == 0} | {steps[-1]})
     plain = [(x["step"], x["loss"]) for x in map(json.loads, (tmp_path / "plain" / "metrics.jsonl").read_text()
                                                  .splitlines())]
     assert plain == [(x["step"], x["loss"]) for x in recs if "loss" in x]  # evaluation draws no training randomness
@@ -53,6 +55,6 @@ def test_online_knn_is_logged_and_does_not_change_training(main_ds, tmp_path):
     assert subprocess.run(args, cwd=ROOT, capture_output=True).returncode == 0
     again = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     pick = lambda rs: [(x["step"], x["knn_top1"], x["knn_top5"]) for x in rs if "knn_top1" in x]  # noqa: E731
-    assert pick(again) == pick(recs)
+    assert pick(again) == pick(recs)  # resumed past step 0: its evaluation is not repeated
     bad = train_cli(*common, "--output", tmp_path / "bad", f"eval.knn_data={tmp_path / 'nowhere'}")
     assert bad.returncode == 2 and "nowhere: data folder not found" in bad.stderr and "Traceback" not in bad.stderr

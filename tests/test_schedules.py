@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -23,7 +24,8 @@ from dora.train.schedules import (
 
 def test_cosine_warmup_and_end_points():
     assert cosine(0, 100, 1.0, 0.1, warmup=10) == 0.0
-    assert cosine(5, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.5)
+    assert cosine(5, 100, 1.0, 0.1, warmup=10) == pytest.approx(5 / 9)  # np.linspace(0, 1, 10)[5], as DINO
+    assert cosine(9, 100, 1.0, 0.1, warmup=10) == pytest.approx(1.0)
     assert cosine(10, 100, 1.0, 0.1, warmup=10) == pytest.approx(1.0)
     assert cosine(55, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.55)
     assert cosine(100, 100, 1.0, 0.1, warmup=10) == pytest.approx(0.1)
@@ -34,10 +36,14 @@ def test_cosine_warmup_and_end_points():
 
 
 def test_teacher_temperature_warmup():
-    assert teacher_temp(0, 10, 0.04, 0.07, 3) == pytest.approx(0.04)
-    assert teacher_temp(15, 10, 0.04, 0.07, 3) == pytest.approx(0.055)
-    assert teacher_temp(30, 10, 0.04, 0.07, 3) == pytest.approx(0.07)
+    assert teacher_temp(0, 10, 0.04, 0.07, 3, per="step") == pytest.approx(0.04)
+    assert teacher_temp(15, 10, 0.04, 0.07, 3, per="step") == pytest.approx(0.055)
+    assert teacher_temp(30, 10, 0.04, 0.07, 3, per="step") == pytest.approx(0.07)
     assert teacher_temp(5, 10, 0.04, 0.04, 0) == pytest.approx(0.04)
+    # DINO / official: np.linspace(0.04, 0.07, 3)[epoch], one value for the whole epoch
+    dino = list(np.concatenate((np.linspace(0.04, 0.07, 3), np.ones(2) * 0.07)))
+    for step in range(50):
+        assert teacher_temp(step, 10, 0.04, 0.07, 3, per="epoch") == pytest.approx(dino[step // 10])
 
 
 def _net():

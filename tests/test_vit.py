@@ -98,3 +98,26 @@ def test_dino_head_shapes_and_frozen_norm():
     assert free.last_layer.parametrizations.weight.original0.requires_grad
     assert len([m for m in head.mlp if isinstance(m, torch.nn.Linear)]) == 3
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
+
+
+def test_img_size_sets_the_position_grid_and_an_export_without_config_reloads_it(tmp_path):
+    """model.img_size=64: position embeddings for a 4 x 4 grid (no resampling at 64 px); a DINO-format
+    export (weights only) of it is rebuilt with that grid by the evaluations and loads strictly."""
+    from dora.checkpoint import load_backbone
+    from dora.eval.common import load_encoder, model_cfg_from_weights
+
+    cfg = ModelCfg(arch="vit_tiny_patch16_224", depth=2, img_size=64, drop_path=0.0)
+    model = create_backbone(cfg).eval()
+    assert model.pos_embed.shape[1] == 1 + 16
+    weights = model.state_dict()
+    rebuilt = model_cfg_from_weights(weights)
+    assert rebuilt.img_size == 64 and rebuilt.depth == 2
+    assert model_cfg_from_weights(create_backbone(ModelCfg(arch="vit_tiny_patch16_224", depth=2)).state_dict()
+                                  ).img_size is None  # the arch's own 224 grid
+    path = tmp_path / "export.pth"
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in weights.items()}}, path)
+    enc = load_encoder(path)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(enc.model.forward_features(x), model.forward_features(x))
+    other = create_backbone(rebuilt)
+    load_backbone(other, weights)

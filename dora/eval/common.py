@@ -10,6 +10,7 @@ ever downloaded or substituted.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -68,8 +69,10 @@ def model_cfg_from_weights(weights: dict[str, torch.Tensor]) -> ModelCfg:
                          "pass --config with model.arch/num_heads")
     if patch not in (8, 16):
         raise InputError(f"checkpoint ViT patch size {patch} is not 8 or 16; pass --config with model.arch")
-    return ModelCfg(arch=f"vit_{NAME_BY_WIDTH[width]}_patch{patch}_224",
-                    depth=depth, embed_dim=width, num_heads=HEADS_BY_WIDTH[width], drop_path=0.0)
+    side = math.isqrt(int(weights["pos_embed"].shape[1]) - 1)  # the grid the position embeddings were made for
+    return ModelCfg(arch=f"vit_{NAME_BY_WIDTH[width]}_patch{patch}_224", depth=depth, embed_dim=width,
+                    num_heads=HEADS_BY_WIDTH[width], drop_path=0.0,
+                    img_size=None if side * patch == 224 else side * patch)
 
 
 def load_encoder(path: Path, key: str = "teacher", device: torch.device | str = "cpu",

@@ -4,6 +4,11 @@ Notation: teacher probabilities are centred and sharpened softmaxes of the teach
 ([CLS] token), student log-probabilities are log-softmaxes at the student temperature. Every loss
 here is a mean over clips and over the terms it sums (as DINO averages its crop pairs); per-frame
 values are returned so eq. 10's mean over frames is explicit.
+
+Besides the optimised `loss`, `dora_loss` and `dino_loss` return the same monitoring terms on one
+scale (nats, comparable with ln K): `loss_global` (eq. 8 / DINO's global-global pairs) and
+`loss_local` (eq. 9 / DINO's global-local pairs), each the mean cross-entropy per (teacher, student)
+pair of that term, and `pair_ce`, the mean over all the pairs of the loss.
 """
 
 from __future__ import annotations
@@ -86,11 +91,12 @@ def dora_loss(teacher_probs: torch.Tensor, student_masked: torch.Tensor, student
     enters with weight `official_object_weights(k, T)[i]` = (1/k) sum_{j=0}^{k-1-i} T^-j
     (k = 3, T = 8: 73/192, 72/192, 64/192; (k - i)/k only when T = 1).
     """
+    v, k, m = teacher_probs.shape[2], student_masked.shape[3], student_local.shape[2]
     if not official_quirks:
         obj = multi_object_loss(teacher_probs, student_masked, student_temp, cross_view)
         loc = local_loss(teacher_probs, student_local, student_temp)
-        return {"loss": (obj + loc).mean(), "object": obj.mean(), "local": loc.mean()}
-    k = student_masked.shape[3]
+        out = {"loss": (obj + loc).mean(), "object": obj.mean(), "local": loc.mean()}
+        return _with_terms(out, (v * (v - 1) if cross_view else v) * k, v * m)
     loc = local_loss(teacher_probs, student_local, student_temp, skip_first_crop=True).mean()
     total, frame_loss = 0.0, 0.0
     per_obj = []
@@ -100,7 +106,17 @@ def dora_loss(teacher_probs: torch.Tensor, student_masked: torch.Tensor, student
         frame_loss = frame_loss + ((obj_i + loc) * 0.5).sum()
         frame_loss = frame_loss / obj_i.shape[0]
         total = total + frame_loss
-    return {"loss": total / k, "object": torch.stack(per_obj).mean(), "local": loc}
+    out = {"loss": total / k, "object": torch.stack(per_obj).mean(), "local": loc}
+    return _with_terms(out, (v * (v - 1) if cross_view else v) * k, v * max(0, m - 1))
+
+
+def _with_terms(out: dict[str, torch.Tensor], n_object: int, n_local: int) -> dict[str, torch.Tensor]:
+    """Add the monitoring terms to DoRA's outputs: `loss_global` = eq. 8's and `loss_local` = eq. 9's
+    mean CE per pair (the `object` and `local` values), and `pair_ce`, their mean weighted by the
+    n_object and n_local pairs each frame of a clip contributes (detached: for logging only)."""
+    glob, loc = out["object"].detach(), out["local"].detach()
+    pair_ce = (n_object * glob + n_local * loc) / max(1, n_object + n_local) if n_local else glob
+    return {**out, "loss_global": glob, "loss_local": loc, "pair_ce": pair_ce}
 
 
 def official_object_weights(k: int, t: int) -> list[float]:
@@ -118,12 +134,23 @@ def dino_loss(teacher_probs: torch.Tensor, student_global: torch.Tensor, student
     """The DINO baseline on the same clips, per frame: teacher global u vs student global v != u and
     vs every student local crop, averaged over those pairs, then over frames.
 
-    teacher_probs, student_global [B, T, V, K]; student_local [B, T, m, K].
+    teacher_probs, student_global [B, T, V, K]; student_local [B, T, m, K]. Besides `loss`: the
+    monitoring terms `loss_global` (the V(V-1) global pairs; absent with one view), `loss_local` (the
+    V m local pairs; absent without local crops) and `pair_ce` (= loss); `object` and `local` are the
+    same two terms under DoRA's names.
     """
     v = teacher_probs.shape[2]
     terms = [cross_entropy(teacher_probs[:, :, u], student_global[:, :, w], student_temp)
              for u in range(v) for w in range(v) if u != w]
+    n_global = len(terms)
     terms += [cross_entropy(teacher_probs[:, :, u], student_local[:, :, j], student_temp)
               for u in range(v) for j in range(student_local.shape[2])]
-    per_frame = torch.stack(terms).mean(dim=(0, 1))
-    return {"loss": per_frame.mean(), "object": per_frame.new_zeros(()), "local": per_frame.mean()}
+    stacked = torch.stack(terms)
+    per_frame = stacked.mean(dim=(0, 1))
+    out = {"loss": per_frame.mean(), "pair_ce": per_frame.mean().detach()}
+    with torch.no_grad():
+        if n_global:
+            out["loss_global"] = out["object"] = stacked[:n_global].mean()
+        if len(terms) > n_global:
+            out["loss_local"] = out["local"] = stacked[n_global:].mean()
+    return out

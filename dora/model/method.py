@@ -3,10 +3,15 @@
 `DoRA.forward(globals, locals, teacher_temp)` computes the loss of a batch of clips:
   globals [B, T, V, 3, H, W]: V global views of each of the T frames (V = 2 paper, 1 official)
   locals  [B, T, m, 3, h, w]: m local crops of each frame
-The trainer owns optimisation; `ema_update` moves the teacher after each step.
+The trainer owns optimisation; `ema_update` moves the teacher after each step. Inside
+`with model.monitoring():` the outputs also hold `monitor`, the detached tensors the trainer's health
+statistics need (dora/train/health.py); other steps compute nothing for them.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -58,6 +63,21 @@ class DoRA(nn.Module):
                              "heads of the last block; set model.last_block_heads (appendix B.2)")
         self.generator = torch.Generator().manual_seed(seed)
         self._run_student: list[nn.Module] = [self.student]  # what forward runs; a list: not a submodule
+        self.monitor = False  # forward also returns out["monitor"] (see `monitoring`)
+
+    @contextlib.contextmanager
+    def monitoring(self, on: bool = True) -> Iterator[DoRA]:
+        """Within the block (if `on`), every forward also returns out["monitor"]: detached
+        teacher_probs [B, T, V, K] (centred, sharpened: what the loss uses), teacher_logits [B, T, V, K],
+        student_logits [N, K] (the student's outputs on the global views it compares with the teacher:
+        the masked views for DoRA), teacher_cls [B*T*V, D] (teacher backbone [CLS] features of the
+        global views) and mask_coverage_student (mean of the masks multiplied into the student's views;
+        1 for DINO). A flag rather than an argument: the training step calls forward unchanged."""
+        saved, self.monitor = self.monitor, on
+        try:
+            yield self
+        finally:
+            self.monitor = saved
 
     @classmethod
     def from_config(cls, cfg: Config, rank: int = 0) -> DoRA:
@@ -94,20 +114,27 @@ class DoRA(nn.Module):
         """Teacher pass over all global views; returns (teacher logits [B, T, V, K], tracked maps
         [B, T, V, k, n] (eq. 6, or eq. 3 without SK, or random blocks), the chosen heads).
         Heads and random blocks come from `generator` (default: self.generator)."""
+        return self._track(globals_, generator)[:3]
+
+    @torch.no_grad()
+    def _track(self, globals_: torch.Tensor, generator: torch.Generator | None = None, want_cls: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """`track_objects`, plus the teacher backbone's [CLS] features [B*T*V, D] if `want_cls` (else None)."""
         gen = generator or self.generator
         b, t, v = globals_.shape[:3]
         d = self.dora
         with self.tap:
             logits, toks = self.teacher(globals_.flatten(0, 2))
         logits = logits.reshape(b, t, v, -1)
+        cls = self.teacher.backbone.forward_head(toks, pre_logits=True).detach() if want_cls else None
         if d.method != "dora":
-            return logits, None, None
+            return logits, None, None, cls
         n = toks.shape[1] - self.prefix
         grid = (globals_.shape[-2] // self.patch, globals_.shape[-1] // self.patch)
         heads = tracker.choose_heads(num_heads(self.teacher.backbone), d.num_objects, gen)
         if d.mask_source == "random":
             maps = tracker.random_block_maps((b, t, v * d.num_objects), grid, gen)
-            return logits, maps.reshape(b, t, v, d.num_objects, n).to(globals_.device), heads
+            return logits, maps.reshape(b, t, v, d.num_objects, n).to(globals_.device), heads, cls
         first = lambda x: x.reshape(b, t, v, *x.shape[1:])[:, 0].flatten(0, 1)  # noqa: E731 (t0 of each view)
         if d.mask_source == "random_prototypes":  # Table 2c's random rows: random blocks replace A_I in eq. 2
             blocks = tracker.random_block_maps((b * v, 1, d.num_objects), grid, gen).reshape(b * v, d.num_objects, n)
@@ -122,7 +149,7 @@ class DoRA(nn.Module):
             protos = tracker.pool_prototypes(cls_attn, queries).float()
         keys = self.tap.patch_keys().reshape(b, t, v, n, -1).transpose(1, 2).flatten(0, 1)  # [B*V, T, n, d]
         maps = tracker.track(protos, keys)  # [B*V, T, k, n]
-        return logits, maps.reshape(b, v, t, d.num_objects, n).transpose(1, 2), heads
+        return logits, maps.reshape(b, v, t, d.num_objects, n).transpose(1, 2), heads, cls
 
     def forward(self, globals_: torch.Tensor, locals_: torch.Tensor, teacher_temp: float,
                 step: int | None = None) -> dict[str, torch.Tensor]:
@@ -136,8 +163,9 @@ class DoRA(nn.Module):
         m = locals_.shape[2]
         d, temp = self.dora, self.student_temp
         gen = None if step is None else tracker.step_generator(self.seed, self.rank, step)
-        t_logits, maps, heads = self.track_objects(globals_, gen)
+        t_logits, maps, heads, cls = self._track(globals_, gen, want_cls=self.monitor)
         probs = self.centering.probs(t_logits, teacher_temp)
+        coverage = None
         if d.method == "dora":
             k = d.num_objects
             grid = (globals_.shape[-2] // self.patch, globals_.shape[-1] // self.patch)
@@ -145,6 +173,8 @@ class DoRA(nn.Module):
             masks = tracker.object_masks(maps.flatten(1, 2), grid, tuple(globals_.shape[-2:]), d.mask)
             masks = masks.reshape(b, t, v, k, 1, *globals_.shape[-2:]).to(globals_.dtype)
             views = (globals_[:, :, :, None] * masks).flatten(0, 3)  # eq. 7: X^{v,o_i}_t
+            if self.monitor:
+                coverage = masks.mean(dtype=torch.float32).detach()
         else:
             views = globals_.flatten(0, 2)
         s_views, s_local = student([views, locals_.flatten(0, 2)]) if m else (student([views])[0], None)
@@ -156,6 +186,10 @@ class DoRA(nn.Module):
             out["heads"] = heads
         else:
             out = dino_loss(probs, s_views.reshape(b, t, v, -1), s_local, temp)
+        if self.monitor:
+            out["monitor"] = {"teacher_probs": probs.detach(), "teacher_logits": t_logits.detach(),
+                              "student_logits": s_views.detach(), "teacher_cls": cls,
+                              "mask_coverage_student": probs.new_ones(()) if coverage is None else coverage}
         self.centering.update(t_logits)
         return out
 

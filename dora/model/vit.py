@@ -21,8 +21,8 @@ from dora.config import ModelCfg
 
 def create_backbone(cfg: ModelCfg, drop_path: float = 0.0) -> nn.Module:
     """A timm ViT without classifier, accepting any input size (224 global, 96/112 local crops)."""
-    kwargs = {k: v for k, v in (("depth", cfg.depth), ("embed_dim", cfg.embed_dim), ("num_heads", cfg.num_heads))
-              if v is not None}
+    kwargs = {k: v for k, v in (("depth", cfg.depth), ("embed_dim", cfg.embed_dim), ("num_heads", cfg.num_heads),
+                                ("img_size", cfg.img_size)) if v is not None}
     model = timm.create_model(cfg.arch, pretrained=False, num_classes=0, dynamic_img_size=True,
                               drop_path_rate=drop_path, **kwargs)
     if cfg.last_block_heads is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import sys
 import time
@@ -18,24 +17,20 @@ from dora.config import Config
 from dora.data import BatchSource, ImageSource, Loader, choose_backend, render_host_batch
 from dora.model import DoRA, map_entropy, mask_coverage
 from dora.train.bad_clips import BadClips
-from dora.train.distributed import all_finite, gather, rng_state, set_rng_state, setup_distributed
+from dora.train.distributed import gather, rng_state, set_rng_state, setup_distributed
+from dora.train.health import CollapseWatch, statistics
 from dora.train.monitor import Monitor, TrackingSheets
 from dora.train.plan import RunPlan, StepTimer
-from dora.train.schedules import (
-    build_optimizer,
-    cancel_last_layer_grads,
-    clip_gradients,
-    set_lr_wd,
-    step_values,
-    total_steps,
-)
+from dora.train.schedules import build_optimizer, total_steps
+from dora.train.step import TrainStep
 from pipeline.errors import InputError, TrainingDiverged
 from pipeline.format import ShardFolder
 
 # keys that may change between a checkpoint and its resumption (they do not change the numbers)
 FREE_KEYS = {"train.checkpoint_every", "train.log_every", "train.maps_every", "train.num_workers", "train.loader",
              "train.epochs", "train.max_bad_fraction", "eval.knn_data", "eval.every_epochs", "eval.knn_k",
-             "eval.knn_temperature", "eval.knn_crop", "eval.knn_batch_size"}
+             "eval.knn_temperature", "eval.knn_crop", "eval.knn_batch_size", "train.keep_checkpoints",
+             "train.keep_every", "train.collapse_logs", "train.collapse_entropy", "train.collapse_mass"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -86,12 +81,15 @@ class Trainer:
         self.model.distribute([self.device.index] if self.device.type == "cuda" else None, cfg.train.compile)
         self.opt = build_optimizer(cfg.optim.optimizer, self.model.student, cfg.optim.decay_head_gain)
         amp = self.device.type == "cuda" and cfg.train.precision != "fp32"
-        self.autocast_dtype = torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16
-        self.amp = amp
+        dtype = torch.float16 if cfg.train.precision == "fp16" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda") if amp and cfg.train.precision == "fp16" else None
-        self.step = 0
+        self.stepper = TrainStep(self.model, self.opt, cfg, self.iters_per_epoch, self.global_batch,
+                                 self.device.type, dtype if amp else None, self.scaler)
+        self.step, self.resumed = 0, False
         self.bad_clips = BadClips(run, self.rank, cfg.train.max_bad_fraction)
         self._resume(resume)
+        t = cfg.train
+        self.watch = CollapseWatch(t.collapse_logs, t.collapse_entropy, t.collapse_mass)
         self.knn = None
         if cfg.eval.knn_data and self.rank == 0:  # teacher k-NN during training (dora/eval/online_knn.py)
             from dora.eval import OnlineKnn
@@ -124,6 +122,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.bad_clips.bad, self.bad_clips.seen = state["step"], state["bad"], state["seen"]
+        self.resumed = True
         set_rng_state(self.model.generator, state["rng"][self.rank])
 
     def _state(self) -> dict:
@@ -135,7 +134,8 @@ class Trainer:
 
     def _save(self) -> Path | None:
         state = self._state()  # every rank joins the RNG gather
-        return ckpt.save_step(self.run, self.step, state) if self.rank == 0 else None
+        t = self.cfg.train
+        return ckpt.save_step(self.run, self.step, state, t.keep_checkpoints, t.keep_every) if self.rank == 0 else None
 
     def _tracking_sheets(self) -> TrackingSheets | None:
         """Rank 0 draws view 0 of the first clip of batch 0 (its stream) with the tracked objects."""
@@ -150,13 +150,20 @@ class Trainer:
             self.run.mkdir(parents=True, exist_ok=True)
             (self.run / "config.yaml").write_text(yaml.safe_dump(_flat(cfg.to_dict()), sort_keys=True))
         backend = choose_backend(cfg.train.loader)
-        loader = Loader(self.source, self.step, self.device, backend, cfg.train.num_workers)
-        monitor = Monitor(self.run, self.step, self.total, self.global_batch, enabled=self.rank == 0, bar=not quiet)
+        loader = Loader(self.source, self.step, self.device, backend, cfg.train.num_workers) \
+            if self.step < self.total else None
+        fresh = not self.resumed  # step 0 of a new run (an attempt killed before its first checkpoint restarts)
+        monitor = Monitor(self.run, self.step, self.total, self.global_batch, enabled=self.rank == 0, bar=not quiet,
+                          fresh=fresh)
         sheets = self._tracking_sheets()
         if self.step == 0 and sheets is not None:
             sheets.draw(self.step, monitor)
         self._say(self.plan.describe())
-        last_loss = float("nan")
+        if fresh and self.knn is not None:  # the random init: where the k-NN curve starts
+            self.knn.log(monitor, 0, self.knn.evaluate(self.model.teacher.backbone))
+        if fresh and (self.total == 0 or cfg.train.keep_every > 0):  # train.epochs=0, or a milestone
+            self._save()
+        last_loss = None
         timer = StepTimer(self.plan, cfg.train.batch_size, self.total, self._say)
         try:
             while self.step < self.total:
@@ -164,17 +171,19 @@ class Trainer:
                 batch = next(loader)
                 t_data = time.perf_counter() - t0
                 self.bad_clips.add(self.step, len(batch.positions), batch.bad, batch.errors)
-                out = self.train_one_step(batch)
+                log = (self.step + 1) % cfg.train.log_every == 0 or self.step + 1 == self.total
+                out = self.train_one_step(batch, log)
                 last_loss = out["loss"]
                 self.step += 1
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 timer.tick(self.step)
-                log = self.step % cfg.train.log_every == 0 or self.step == self.total
                 monitor.step(self.step, out, time.perf_counter() - t0, t_data, log)
                 if self.knn is not None and self.knn.due(self.step, self.total):
                     self.knn.log(monitor, self.step, self.knn.evaluate(self.model.teacher.backbone))
-                if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total:
+                keep_every = cfg.train.keep_every
+                if (self.step % cfg.train.checkpoint_every == 0 or self.step == self.total
+                        or (keep_every > 0 and self.step % keep_every == 0)):
                     self._save()
                 if sheets is not None and (self.step % cfg.train.maps_every == 0 or self.step == self.total):
                     sheets.draw(self.step, monitor)
@@ -187,45 +196,36 @@ class Trainer:
         if self.rank == 0:
             print(f"dora-train: {line}", file=sys.stderr, flush=True)
 
-    def train_one_step(self, batch) -> dict:
-        """One optimisation step, as DINO's train_one_epoch body: schedules, forward (eq. 10), a finite
-        loss check, backward, gradient clipping, the frozen last layer, the optimiser, the teacher's EMA."""
-        cfg = self.cfg
-        sv = step_values(cfg.optim, cfg.loss, cfg.train.epochs, self.step, self.iters_per_epoch, self.global_batch)
-        set_lr_wd(self.opt, sv.lr, sv.weight_decay)
-        amp = torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.amp else contextlib.nullcontext()
-        with amp:
-            out = self.model(batch.globals_, batch.locals_, sv.teacher_temp, step=self.step)
-        loss = out["loss"]
-        if not all_finite(loss):
+    def train_one_step(self, batch, log: bool = True) -> dict:
+        """One optimisation step (dora/train/step.py) on a loaded batch, and the values it logs: the loss
+        always; on a logging step (`log`) also its per-term parts, the map statistics, the health
+        statistics (dora/train/health.py) and the collapse watch's flag (warned about once per episode)."""
+        try:
+            with self.model.monitoring(log):
+                res = self.stepper(self.step, batch.globals_, batch.locals_)
+        except TrainingDiverged as e:
             last = ckpt.latest(self.run)
-            raise TrainingDiverged(f"loss is {loss.item()} at step {self.step}; stopped. Last good checkpoint: "
-                                f"{last or 'none yet'}. Lower optim.lr, or use train.precision=fp32")
-        self.opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.opt)
-        else:
-            loss.backward()
-        grad_norm = clip_gradients(self.model.student, cfg.optim.clip_grad, cfg.optim.clip_mode)
-        if sv.freeze_last_layer:
-            cancel_last_layer_grads(self.model.student)
-        if self.scaler is not None:
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            self.opt.step()
-        self.model.ema_update(sv.momentum)
-        values = {"loss": out["loss"].detach(), "object": out["object"].detach(), "local": out["local"].detach()}
-        if "maps" in out:
-            values["map_entropy"] = map_entropy(out["maps"])
-            values["mask_coverage"] = mask_coverage(out["maps"])
+            raise TrainingDiverged(f"{e}. Last good checkpoint: {last or 'none yet'}. Lower optim.lr, "
+                                   "or use train.precision=fp32") from None
+        out, sv = res.out, res.values
+        values = {"loss": out["loss"].detach()}
+        if log:
+            values.update({k: out[k].detach() for k in ("loss_global", "loss_local") if k in out})
+            values.update(statistics(out["monitor"], out["pair_ce"], self.model.centering.center))
+            if "maps" in out:
+                values["map_entropy"] = map_entropy(out["maps"])
+                values["mask_coverage"] = mask_coverage(out["maps"])
         if dist.is_initialized():
             vec = torch.stack([v.float() for v in values.values()])
             dist.all_reduce(vec)
             values = dict(zip(values, vec / self.world, strict=True))
         result = {k: float(v) for k, v in values.items()}
         result.update(lr=sv.lr, weight_decay=sv.weight_decay, momentum=sv.momentum, teacher_temp=sv.teacher_temp,
-                      grad_norm=grad_norm, bad_clips=self.bad_clips.bad, epoch=(self.step + 1) / self.iters_per_epoch,
-                      clips_seen=(self.step + 1) * self.global_batch)
+                      grad_norm=res.grad_norm, bad_clips=self.bad_clips.bad,
+                      epoch=(self.step + 1) / self.iters_per_epoch, clips_seen=(self.step + 1) * self.global_batch)
+        if log:
+            verdict = self.watch.update(result["teacher_entropy"], result["teacher_top_mass"])
+            result.update(collapse=verdict.collapse, collapse_kind=verdict.kind)
+            if verdict.started:
+                self._say(verdict.message())
         return result

@@ -15,10 +15,11 @@ from pipeline.files import write_text_atomic
 class Monitor:
     """Rank 0's view of a run. `start_step` steps are complete (the checkpoint's); records of later
     steps in metrics.jsonl (from a run killed after that checkpoint) are dropped, so every step is
-    logged once."""
+    logged once. `fresh`: no checkpoint was resumed, so every earlier record (a step-0 evaluation of
+    an attempt killed before its first checkpoint) is dropped too."""
 
     def __init__(self, run: Path, start_step: int, total_steps: int, clips_per_step: int, enabled: bool = True,
-                 bar: bool = True):
+                 bar: bool = True, fresh: bool = False):
         self.run, self.enabled, self.clips_per_step = run, enabled, clips_per_step
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                         disable=not (enabled and bar), desc="train")
@@ -29,12 +30,12 @@ class Monitor:
         self.metrics = run / "metrics.jsonl"
         if self.metrics.exists():
             kept = [line for line in self.metrics.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
+                    if line.strip() and not fresh and json.loads(line)["step"] <= start_step]
             write_text_atomic(self.metrics, "".join(line + "\n" for line in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run / "tb"), purge_step=start_step + 1)
+            self.tb = SummaryWriter(str(run / "tb"), purge_step=0 if fresh else start_step + 1)
         except ImportError:
             self.tb = None
 
@@ -52,8 +53,8 @@ class Monitor:
             f.write(json.dumps(record) + "\n")
         if self.tb is not None:
             for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"train/{k}", v, step)
+                if k != "step" and isinstance(v, (int, float)):  # bools (the collapse flag) as 0/1
+                    self.tb.add_scalar(f"train/{k}", float(v), step)
 
     def image(self, path: Path, step: int) -> None:
         if self.tb is not None and self.enabled:

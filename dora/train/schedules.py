@@ -12,17 +12,25 @@ from dora.config import LossCfg, OptimCfg
 
 
 def cosine(step: int, total: int, base: float, final: float, warmup: int = 0, warmup_start: float = 0.0) -> float:
-    """DINO's schedule at iteration `step`: linear warm-up from warmup_start to base over `warmup`
-    iterations, then cosine from base to final at iteration `total` (held there afterwards)."""
+    """DINO's `utils.cosine_scheduler` at iteration `step`: a linear warm-up over `warmup` iterations as
+    `np.linspace(warmup_start, base, warmup)` (so it reaches base at iteration warmup - 1), then cosine
+    from base to final at iteration `total` (held there afterwards)."""
     if step < warmup:
-        return warmup_start + (base - warmup_start) * step / warmup
+        return warmup_start + (base - warmup_start) * step / max(1, warmup - 1)
     span = max(1, total - warmup)
     x = min(step - warmup, span) / span
     return final + 0.5 * (base - final) * (1 + math.cos(math.pi * x))
 
 
-def teacher_temp(step: int, iters_per_epoch: int, warmup_temp: float, temp: float, warmup_epochs: float) -> float:
-    """Teacher temperature: linear from warmup_temp to temp over warmup_epochs, then constant."""
+def teacher_temp(step: int, iters_per_epoch: int, warmup_temp: float, temp: float, warmup_epochs: float,
+                 per: str = "step") -> float:
+    """Teacher temperature: linear from warmup_temp to temp over warmup_epochs, then constant.
+
+    per="epoch": DINO's and the official code's `np.linspace(warmup_temp, temp, W)[epoch]` (W whole
+    epochs, one value per epoch, temp reached in epoch W - 1); per="step": linear in the iteration."""
+    if per == "epoch":
+        w, epoch = round(warmup_epochs), step // max(1, iters_per_epoch)
+        return temp if epoch >= w else warmup_temp + (temp - warmup_temp) * epoch / max(1, w - 1)
     warm = round(warmup_epochs * iters_per_epoch)
     return temp if step >= warm else warmup_temp + (temp - warmup_temp) * step / max(1, warm)
 
@@ -127,8 +135,9 @@ class StepValues:
 
 
 def total_steps(epochs: float, iters_per_epoch: int) -> int:
-    """Iterations of the whole run: train.epochs epochs (in train.epoch_unit) of iters_per_epoch steps."""
-    return max(1, round(epochs * iters_per_epoch))
+    """Iterations of the whole run: train.epochs epochs (in train.epoch_unit) of iters_per_epoch steps,
+    at least 1 for any positive length; 0 epochs is 0 steps (the run writes its step-0 checkpoint)."""
+    return 0 if epochs <= 0 else max(1, round(epochs * iters_per_epoch))
 
 
 def step_values(o: OptimCfg, lo: LossCfg, epochs: float, step: int, iters_per_epoch: int,
@@ -143,6 +152,6 @@ def step_values(o: OptimCfg, lo: LossCfg, epochs: float, step: int, iters_per_ep
         weight_decay=cosine(step, total, o.weight_decay, o.weight_decay_end),
         momentum=cosine(step, total, o.momentum_teacher, 1.0),
         teacher_temp=teacher_temp(step, iters_per_epoch, lo.warmup_teacher_temp, lo.teacher_temp,
-                                  lo.warmup_teacher_temp_epochs),
+                                  lo.warmup_teacher_temp_epochs, lo.teacher_temp_per),
         freeze_last_layer=step < round(o.freeze_last_layer_epochs * iters_per_epoch),
     )
