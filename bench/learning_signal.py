@@ -75,12 +75,16 @@ def sh(*args: str) -> subprocess.CompletedProcess:
 def train(run: Path, source: list[str], config: Path, overrides: list[str], init_only: bool) -> float:
     """dora-train into `run` (train.epochs=0 for the step-0 checkpoint); returns its wall time (s)."""
     extra = ["train.epochs=0"] if init_only else []
+    settings = {"source": source, "config": config.read_text(), "overrides": [*overrides, *extra]}
     if (run / "done.json").exists():
-        return json.loads((run / "done.json").read_text())["seconds"]
+        done = json.loads((run / "done.json").read_text())
+        if done.get("settings") != settings:
+            sys.exit(f"error: {run} was trained with other settings; use another --out")
+        return done["seconds"]
     t = time.perf_counter()
     sh(BIN / "dora-train", *source, "--config", config, "--output", run, "--quiet", *overrides, *extra)
     seconds = time.perf_counter() - t
-    (run / "done.json").write_text(json.dumps({"seconds": seconds}))
+    (run / "done.json").write_text(json.dumps({"seconds": seconds, "settings": settings}))
     return seconds
 
 

@@ -290,6 +290,14 @@ def check(cfg: Config) -> None:
                           f"use optim.optimizer=adamw, a LARS lr >= {LARS_MIN_LR:g}, or optim.allow_small_lars_lr=true")
     if cfg.data.clip_frames < 1 or cfg.dora.num_objects < 1:
         raise ConfigError("config keys 'data.clip_frames' and 'dora.num_objects' must be at least 1")
+    lo = cfg.loss
+    if lo.teacher_temp_per == "epoch" and lo.warmup_teacher_temp_epochs != int(lo.warmup_teacher_temp_epochs):
+        raise ConfigError(f"config key 'loss.warmup_teacher_temp_epochs': {lo.warmup_teacher_temp_epochs:g} is not a "
+                          "whole number of epochs, which loss.teacher_temp_per=epoch needs; round it, or use "
+                          "loss.teacher_temp_per=step")
+    if cfg.model.img_size is not None and cfg.model.img_size < 1:
+        raise ConfigError(f"config key 'model.img_size': {cfg.model.img_size} must be a positive multiple of the "
+                          "patch size (e.g. 224, or 64 for a 4 x 4 grid of 16 px patches)")
     t = cfg.train
     if t.epochs < 0:
         raise ConfigError(f"config key 'train.epochs': {t.epochs:g} is negative; use 0 (write the step-0 checkpoint "

@@ -101,3 +101,35 @@ def test_small_lars_lr_on_the_command_line_is_one_line_and_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "optim.allow_small_lars_lr=true" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_new_keys_are_validated_in_one_line():
+    """Per-epoch teacher temperature needs whole warm-up epochs; model.img_size must be a positive
+    multiple of the patch size."""
+    from dora.config import ModelCfg
+    from dora.model.vit import create_backbone
+
+    with pytest.raises(ConfigError, match="whole number of epochs"):
+        load_config(None, ["loss.warmup_teacher_temp_epochs=0.5"])
+    assert load_config(None, ["loss.warmup_teacher_temp_epochs=0.5", "loss.teacher_temp_per=step"])
+    with pytest.raises(ConfigError, match="model.img_size"):
+        load_config(None, ["model.img_size=0"])
+    with pytest.raises(ConfigError, match="multiple of the patch size 16"):
+        create_backbone(ModelCfg(arch="vit_tiny_patch16_224", depth=1, img_size=70))
+
+
+def test_resume_check_old_checkpoints_and_milestones(tmp_path):
+    """A checkpoint saved before loss.teacher_temp_per existed ran per-step temperatures: resuming it says
+    which override reproduces it; train.keep_every cannot change on resume (it decides what is kept)."""
+    from dora.train.loop import _check_same
+    from pipeline.errors import InputError
+
+    cfg = load_config(None)
+    old = cfg.to_dict()
+    del old["loss"]["teacher_temp_per"]
+    with pytest.raises(InputError, match="loss.teacher_temp_per=step"):
+        _check_same(old, cfg, tmp_path / "step_00000010.pth")
+    _check_same(old, load_config(None, ["loss.teacher_temp_per=step"]), tmp_path / "x.pth")
+    with pytest.raises(InputError, match="train.keep_every"):
+        _check_same(cfg.to_dict(), load_config(None, ["train.keep_every=100"]), tmp_path / "x.pth")
+    _check_same(cfg.to_dict(), load_config(None, ["train.keep_checkpoints=5"]), tmp_path / "x.pth")

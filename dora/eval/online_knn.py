@@ -1,9 +1,11 @@
 """k-NN top-1 of the teacher during pretraining (`eval.knn_data=ROOT eval.every_epochs=N`).
 
-Every N epochs (and after the last step) rank 0 extracts the teacher backbone's [CLS] features of a
-small labelled folder (ROOT/train, ROOT/val; the DINO evaluation transform at `eval.knn_crop`), keeps
-the feature bank on the training device and runs the weighted k-NN of dora.eval.knn. The result goes
-to metrics.jsonl (a record with "step", "epoch", "knn_top1", "knn_top5") and TensorBoard (eval/...).
+At step 0 of a new run (the random init: where the curve starts; the trainer calls it before the first
+step, not on a resume), every N epochs and after the last step, rank 0 extracts the teacher
+backbone's [CLS] features of a small labelled folder (ROOT/train, ROOT/val; the DINO evaluation
+transform at `eval.knn_crop`), keeps the feature bank on the training device and runs the weighted
+k-NN of dora.eval.knn. The result goes to metrics.jsonl (a record with "step", "epoch", "knn_top1",
+"knn_top5") and TensorBoard (eval/...).
 It draws no random numbers from the training RNGs, so it does not change the run it watches, and it
 runs before the step's checkpoint, so a resumed run logs each evaluation once.
 """

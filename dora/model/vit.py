@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dora.config import ModelCfg
+from dora.config import ConfigError, ModelCfg
 
 
 def create_backbone(cfg: ModelCfg, drop_path: float = 0.0) -> nn.Module:
@@ -25,6 +25,9 @@ def create_backbone(cfg: ModelCfg, drop_path: float = 0.0) -> nn.Module:
                                 ("img_size", cfg.img_size)) if v is not None}
     model = timm.create_model(cfg.arch, pretrained=False, num_classes=0, dynamic_img_size=True,
                               drop_path_rate=drop_path, **kwargs)
+    if cfg.img_size is not None and cfg.img_size % patch_size(model):
+        raise ConfigError(f"config key 'model.img_size': {cfg.img_size} is not a multiple of the patch size "
+                          f"{patch_size(model)}")
     if cfg.last_block_heads is not None:
         split_last_block_heads(model, cfg.last_block_heads)
     if cfg.pos_embed_resample == "dino":

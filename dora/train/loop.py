@@ -30,7 +30,7 @@ from pipeline.format import ShardFolder
 FREE_KEYS = {"train.checkpoint_every", "train.log_every", "train.maps_every", "train.num_workers", "train.loader",
              "train.epochs", "train.max_bad_fraction", "eval.knn_data", "eval.every_epochs", "eval.knn_k",
              "eval.knn_temperature", "eval.knn_crop", "eval.knn_batch_size", "train.keep_checkpoints",
-             "train.keep_every", "train.collapse_logs", "train.collapse_entropy", "train.collapse_mass"}
+             "train.collapse_logs", "train.collapse_entropy", "train.collapse_mass"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -43,8 +43,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# keys added after checkpoints were first written: the value that reproduces what such a checkpoint ran
+OLD_MEANING = {"loss.teacher_temp_per": "step"}
+
+
 def _check_same(saved: dict, cfg: Config, path: Path) -> None:
     a, b = _flat(saved), _flat(cfg.to_dict())
+    for key, value in OLD_MEANING.items():
+        if key not in a:
+            a[key] = value
+            if b.get(key) != value:
+                raise InputError(f"{path}: was made before {key} existed, with {key}={value}; resume with the "
+                                 f"override {key}={value}, or use another --output")
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in FREE_KEYS)
     if diff:
         raise InputError(f"{path}: was made with other options ({', '.join(diff[:6])}); resume with the same "
