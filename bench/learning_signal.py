@@ -94,7 +94,7 @@ def knn(run: Path, data: Path, size: int, out: Path) -> float:
         sh(BIN / "dora-eval", "knn", run, "--data", data, "--k", "20", "--resize", str(round(size * 256 / 224)),
            "--crop", str(size), "--out", out, "--quiet", "--workers", "0")
     m = json.loads((out / "metrics.json").read_text())
-    return float(m["results"]["20"]["top1"]) if "results" in m else float(m["top1"]["20"])
+    return float(m["results"]["20"]["top1"])
 
 
 def collapse_flags(run: Path) -> int:

