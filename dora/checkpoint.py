@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -39,7 +40,7 @@ def save_step(run: Path, step: int, state: dict, keep: int = 2, keep_every: int 
     path = run / "checkpoints" / f"step_{step:08d}.pth"
     try:
         save_atomic(state, path)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, DiskFullError) as e:
         cause = disk_full_cause(e)
         if cause is None:
             raise
@@ -89,12 +90,23 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def load(path: Path) -> dict:
+    """A checkpoint file's contents (a dict), or one InputError line: missing, a folder, not a torch file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder without checkpoints/step_*.pth; give a checkpoint file or a run folder")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise InputError(f"{path}: checkpoint not found; check the path") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise InputError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError, pickle.UnpicklingError,
+            AttributeError, ImportError, IndexError, KeyError) as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise InputError(f"{path}: not a torch checkpoint ({why}); give a file written by dora-train, "
+                         "dora-train export, or the official DoRA/DINO code") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: holds a {type(state).__name__}, not a checkpoint dict; give a file written by "
+                         "dora-train, dora-train export, or the official DoRA/DINO code")
+    return state
 
 
 def backbone_weights(ckpt: dict, key: str = "teacher") -> dict[str, torch.Tensor]:
@@ -125,8 +137,14 @@ def load_backbone(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Load backbone weights into a timm ViT; the position embedding is resized if needed."""
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    weights = checkpoint_filter_fn(dict(weights), model)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        weights = checkpoint_filter_fn(dict(weights), model)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shapes differ: another width, patch size or depth than the model built
+        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln] or [str(e).splitlines()[0]]
+        raise InputError(f"the checkpoint's backbone does not fit the model built ({model.embed_dim} wide, "
+                         f"{len(model.blocks)} blocks): {lines[0][:160]}; give the --config the checkpoint was "
+                         "trained with, or none (its own config, or the shape read off its weights)") from None
     missing = [k for k in missing if not k.startswith("head")]
     if missing or unexpected:
         raise InputError(f"backbone weights do not fit {type(model).__name__}: missing {missing[:3]}, "
@@ -135,18 +153,26 @@ def load_backbone(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
 
 def export(ckpt_path: Path, to: str, out: Path, key: str = "teacher") -> Path:
     """Write the teacher backbone for timm (`pretrained_cfg_overlay=dict(file=OUT)`) or for DINO's
-    evaluation scripts (`--pretrained_weights OUT --checkpoint_key teacher`)."""
-    weights = backbone_weights(load(ckpt_path), key)
+    evaluation scripts (`--pretrained_weights OUT --checkpoint_key teacher`). A DINO-format file also
+    records how the run resampled position embeddings (`pos_embed_resample`, a key DINO's scripts
+    ignore), so `dora-eval` evaluates the export as the run trained."""
+    state = load(ckpt_path)
+    weights = backbone_weights(state, key)
     if to == "timm":
         if out.suffix == ".safetensors":
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            out.parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in weights.items()}, str(out))
+            with atomic_open(out, "wb") as f:
+                f.write(save({k: v.contiguous() for k, v in weights.items()}))
         else:
             save_atomic(weights, out)
     elif to == "dino":
-        save_atomic({"teacher": {f"backbone.{k}": v for k, v in weights.items()}}, out)
+        saved = state.get("config")
+        if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+            mode = saved["model"].get("pos_embed_resample", "timm")
+        else:  # an official DoRA/DINO file, or an earlier DINO-format export: DINO's code trained it
+            mode = state.get("pos_embed_resample", "dino")
+        save_atomic({"teacher": {f"backbone.{k}": v for k, v in weights.items()}, "pos_embed_resample": mode}, out)
     else:
         raise InputError(f"--to {to!r}: choose timm or dino")
     return out

@@ -51,6 +51,7 @@ class DoRACfg:
     mask: str = "binary"  # binary: official threshold at the mean (what the paper's numbers used) | soft: experimental
     mask_source: str = "object"  # object (eq. 7) | random (block-wise masks, no SK/tracking) | random_prototypes
     #   (random blocks replace A_I in eq. 2, then SK or not, tracking and eq. 7: Table 2c's SK x random rows)
+    random_mask: str = "ibot"  # mask_source=random: ibot = blocks hide 10-50 % (iBOT) | keep = the student sees 10-50 %
     global_views: int = 2  # paper: 2 views, loss across u != v | official: 1 view, teacher unmasked
     official_quirks: bool = False  # official bugs: local crop 0 unused, per-object loss not reset
 
@@ -122,6 +123,7 @@ class TrainCfg:
     collapse_logs: int = 3  # logs in a row with a collapsed-looking teacher before the warning (dora/train/health.py)
     collapse_entropy: float = 0.95  # near-uniform: teacher entropy above this fraction of ln K
     collapse_mass: float = 0.9  # one prototype: the batch-mean teacher distribution's largest entry above this
+    memory_check: bool = True  # refuse a CPU run whose step needs more memory than is available (plan.py)
 
 
 @dataclass
@@ -154,6 +156,7 @@ CHOICES = {
     "dora.sk_scale": ("assignment", "marginal"),
     "dora.mask": ("soft", "binary"),
     "dora.mask_source": ("object", "random", "random_prototypes"),
+    "dora.random_mask": ("ibot", "keep"),
     "dora.global_views": (1, 2),
     "optim.optimizer": ("lars", "adamw"),
     "model.pos_embed_resample": ("timm", "dino"),
@@ -255,13 +258,40 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) ->
     return cfg
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (an editable install)
+
+
+def shipped_names() -> list[str]:
+    """The names of the configs shipped in configs/ (what `--config NAME` accepts from any folder)."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def resolve_config(path: str | Path | None) -> Path | None:
+    """The one way every command finds `--config`: an existing file as given; else a shipped config named
+    `NAME`, `NAME.yaml` or `configs/NAME.yaml` (so the README's commands work from any folder); else
+    ConfigError listing the shipped names."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; --config takes a YAML file or a shipped config name "
+                          f"({', '.join(shipped_names())})")
+    shipped_form = len(p.parts) == 1 or (len(p.parts) == 2 and p.parts[0] == "configs")
+    if shipped_form and p.suffix in ("", ".yaml"):
+        shipped = SHIPPED / f"{p.stem}.yaml"
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"{p}: config file not found; give a YAML file or a shipped config name "
+                      f"({', '.join(shipped_names())})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file (if any), then each override in order; validated throughout."""
+    """Defaults, then the YAML file (if any; `resolve_config`), then each override in order; validated."""
     cfg = Config()
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"{p}: config file not found; see configs/ for the shipped ones")
+        p = resolve_config(path)
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
@@ -277,9 +307,47 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 LARS_MIN_LR = 1e-2  # below this base lr a LARS run is refused (docs/DEVIATIONS.md, optimiser)
 
+# The smallest value of each numeric key that means something (None, where allowed, is never checked).
+MINIMUM = {
+    "model.depth": 1, "model.embed_dim": 1, "model.num_heads": 1, "model.out_dim": 1, "model.hidden_dim": 1,
+    "model.bottleneck_dim": 1, "model.last_block_heads": 1, "dora.num_objects": 1, "dora.sk_iters": 1,
+    "data.clip_frames": 1, "data.precrop_size": 1, "data.global_size": 1, "data.local_crops": 0,
+    "data.local_size": 1, "train.batch_size": 1, "train.epochs": 0, "train.num_workers": 0,
+    "train.checkpoint_every": 1, "train.log_every": 1, "train.maps_every": 1, "train.keep_checkpoints": 1,
+    "train.keep_every": 0, "train.collapse_logs": 1, "eval.knn_k": 1, "eval.knn_crop": 1, "eval.knn_batch_size": 1,
+}
+POSITIVE = ("loss.student_temp", "loss.teacher_temp", "loss.warmup_teacher_temp", "data.clip_stride_s",
+            "eval.every_epochs", "eval.knn_temperature")
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every numeric key inside its meaningful range, and model.arch a timm ViT: one line naming the key."""
+    for key, low in MINIMUM.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and value < low:
+            hint = "; 0 writes the step-0 checkpoint and stops" if key == "train.epochs" else ""
+            raise ConfigError(f"config key {key!r}: {value:g} must be at least {low}{hint}")
+    for key in POSITIVE:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not value > 0:
+            raise ConfigError(f"config key {key!r}: {value:g} must be greater than 0")
+    arch = cfg.model.arch
+    if not arch.startswith(("vit_", "deit_")) or not _timm_has(arch):
+        raise ConfigError(f"config key 'model.arch': {arch!r} is not a timm ViT; use one such as "
+                          "vit_small_patch16_224, vit_base_patch16_224 or vit_tiny_patch16_224")
+
+
+def _timm_has(arch: str) -> bool:
+    import timm
+
+    return timm.is_model(arch)
+
 
 def check(cfg: Config) -> None:
-    """Relations between keys."""
+    """Each key's range, then relations between keys."""
+    check_ranges(cfg)
     heads = cfg.model.last_block_heads
     if cfg.dora.method == "dora" and heads is not None and cfg.dora.num_objects > heads:
         raise ConfigError(f"config key 'dora.num_objects': {cfg.dora.num_objects} objects need at least as many "
@@ -299,13 +367,6 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"config key 'model.img_size': {cfg.model.img_size} must be a positive multiple of the "
                           "patch size (e.g. 224, or 64 for a 4 x 4 grid of 16 px patches)")
     t = cfg.train
-    if t.epochs < 0:
-        raise ConfigError(f"config key 'train.epochs': {t.epochs:g} is negative; use 0 (write the step-0 checkpoint "
-                          "and stop) or more")
-    for key, value, low in (("keep_checkpoints", t.keep_checkpoints, 1), ("keep_every", t.keep_every, 0),
-                            ("collapse_logs", t.collapse_logs, 1)):
-        if value < low:
-            raise ConfigError(f"config key 'train.{key}': {value} must be at least {low}")
     for key, value in (("collapse_entropy", t.collapse_entropy), ("collapse_mass", t.collapse_mass)):
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"config key 'train.{key}': {value:g} must be in (0, 1]")

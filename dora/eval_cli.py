@@ -16,18 +16,21 @@ checkpoint. DIR defaults to runs/eval.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 import torch
 
 from dora.eval import attention_sheet, teacher_model
-from pipeline.cli_errors import OneLineGroup
+from pipeline.cli_errors import OneLineGroup, version_option
 from pipeline.errors import InputError
+from pipeline.files import claims_output
 from pipeline.format import ShardFolder
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("dora-eval")
 def main() -> None:
     """Look at what a DoRA (or DINO) checkpoint learned."""
 
@@ -38,6 +41,7 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True)
 @click.option("--size", type=click.IntRange(min=32), default=480, show_default=True, help="Short side of the input.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="[default: the checkpoint's]")
+@claims_output()
 def attention(checkpoint, images, out, size, config) -> None:
     """Last-block [CLS] attention of every head, for each image, as PNG."""
 
@@ -48,6 +52,8 @@ def attention(checkpoint, images, out, size, config) -> None:
 
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
+# --workers default: the cores this process may use, at most 16 (more readers do not help one GPU)
+CORES = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 KEY = click.Choice(["teacher", "student"])
 
 
@@ -67,7 +73,7 @@ def _sequence_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--eval-only", "eval_only", type=click.Path(path_type=Path), default=None,
               help="Score the PNGs in this results folder; no checkpoint needed.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per forward.")
-@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True, help="Frame-reading threads.")
+@click.option("--workers", type=click.IntRange(min=0), default=CORES, show_default=True, help="Frame-reading threads.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="Model YAML for files without one.")
 @click.option("--short-side", type=click.IntRange(min=16), default=480, show_default=True)
 @click.option("--multiple", type=click.IntRange(min=1), default=64, show_default=True,
@@ -80,9 +86,11 @@ def _sequence_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--bound-th", type=click.FloatRange(min=0, min_open=True), default=0.008, show_default=True,
               help="F boundary tolerance (fraction of the diagonal, or pixels when >= 1).")
 @click.option("--no-score", is_flag=True, help="Only write the PNGs (splits annotated on the first frame only).")
+@click.option("--restart", is_flag=True, help="Replace an earlier run's results in --out (else resumed if the same).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@claims_output()
 def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_only, batch_size, workers, config,
-          short_side, multiple, n_last, radius, topk, temperature, bound_th, no_score, quiet) -> None:
+          short_side, multiple, n_last, radius, topk, temperature, bound_th, no_score, restart, quiet) -> None:
     """DAVIS-2017 video object segmentation by DINO's label propagation; J&F as davis2017-evaluation."""
 
     import json
@@ -90,6 +98,7 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
     from dora.eval import (
         PropagationCfg,
         RunRecord,
+        check_scorable,
         load_encoder,
         pick_device,
         read_sequences,
@@ -111,11 +120,8 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
         return
     if checkpoint is None:
         raise InputError("give a CHECKPOINT (or --eval-only RESULTS_DIR to score existing PNGs)")
-    partial = [s for s in seqs if len(s.annotations) != len(s.frames)]
-    if partial and not no_score:
-        raise InputError(f"{partial[0].root}: {len(partial[0].annotations)} annotations for "
-                         f"{len(partial[0].frames)} frames; scoring needs one per frame (DAVIS-2017 "
-                         "train/val): give --no-score to only write the propagated PNGs")
+    if not no_score:
+        check_scorable(seqs, " (or give --no-score to only write the propagated PNGs)")  # before any work
     cfg = PropagationCfg(short_side=short_side, multiple=multiple, n_last=n_last, radius=radius, topk=topk,
                          temperature=temperature)
     enc = load_encoder(checkpoint, key, pick_device(device), config)
@@ -123,7 +129,7 @@ def davis(checkpoint, root, split, sequences, key, device, out, echo_json, eval_
               "bound_th": bound_th, "davis": str(root)}
     record = RunRecord("davis", enc, "last-block patch tokens after the final norm", params)
     stamp = {"checkpoint_sha256": record.as_dict()["checkpoint_sha256"], "key": key, **cfg.as_dict()}
-    counts = run_davis(enc, seqs, out, cfg, batch_size, workers, stamp, quiet)
+    counts = run_davis(enc, seqs, out, cfg, batch_size, workers, stamp, quiet, restart)
     scores = {"scored": False} if no_score else score_results(seqs, out, bound_th)
     data = record.write(out, False, **counts, **scores)
     if no_score:
@@ -161,13 +167,15 @@ def _davis_summary(data: dict, echo_json: bool) -> None:
               help="Images drawn in corloc_sheet.png.")
 @click.option("--key", type=KEY, default="teacher", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True, help="Image-reading threads.")
+@click.option("--workers", type=click.IntRange(min=0), default=CORES, show_default=True, help="Image-reading threads.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval/discovery"), show_default=True)
 @click.option("--json", "echo_json", is_flag=True, help="Also print metrics.json.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="Model YAML for files without one.")
+@click.option("--restart", is_flag=True, help="Replace an earlier run's results in --out (else resumed if the same).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@claims_output()
 def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard, jaccard_mask, jaccard_size, sheet_n,
-              key, device, workers, out, echo_json, config, quiet) -> None:
+              key, device, workers, out, echo_json, config, restart, quiet) -> None:
     """Unsupervised object discovery: LOST CorLoc on VOC and [CLS]-attention Jaccard on VOC12 segmentation."""
 
     import json
@@ -203,9 +211,11 @@ def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard,
     stamp_c = {**common, **{k: params[k] for k in ("voc", "year", "set", "image_list", "k_patches")}}
     stamp_j = {**common, "voc": str(root), "mask": jaccard_mask, "size": jaccard_size}
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "boxes.json", "corloc_sheet.png") if restart else ():  # the earlier run's
+        (out / stale).unlink(missing_ok=True)
     tap = QKTap(enc.model)
-    results = {"corloc": run_corloc(enc, tap, images, out, k_patches, workers, sheet_n, stamp_c, quiet)}
-    results["jaccard"] = (run_jaccard(enc, tap, seg, out, jaccard_mask, jaccard_size, workers, stamp_j, quiet)
+    results = {"corloc": run_corloc(enc, tap, images, out, k_patches, workers, sheet_n, stamp_c, quiet, restart)}
+    results["jaccard"] = (run_jaccard(enc, tap, seg, out, jaccard_mask, jaccard_size, workers, stamp_j, quiet, restart)
                           if do_jaccard else {"ran": False, "why": "off (--no-jaccard or --year 2007)"})
     data = record.write(out, False, **results)
     if echo_json:
@@ -224,27 +234,44 @@ def discovery(checkpoint, root, year, image_set, image_list, k_patches, jaccard,
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True)
 @click.option("--n", "n", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=click.IntRange(min=1), default=None,
+              help="Short side of the teacher's input, in px  [default: the config's data.global_size]")
+@click.option("--width", type=click.IntRange(min=64), default=480, show_default=True,
+              help="Each frame is drawn at least this wide.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="[default: the checkpoint's]")
-def tracking(checkpoint, shards, out, n, seed, config) -> None:
-    """N clips with their tracked objects overlaid per frame, as PNG (like the paper's Figure 4)."""
+@claims_output()
+def tracking(checkpoint, shards, out, n, seed, size, width, config) -> None:
+    """N clips with their tracked objects overlaid per frame, as PNG (like the paper's Figure 4).
 
-    from dora.data import BatchSource, render_host_batch
-    from dora.train import tracking_sheet
+    The clips are those training would draw first; their frames are read un-augmented from the shards,
+    resized (sides multiples of the patch size) for the teacher, and the maps drawn on the stored frames."""
+
+    from dora.data import BatchSource
+    from dora.train import teacher_frames, tracking_sheet
 
     ShardFolder(shards).require_finished()
     model, cfg = teacher_model(checkpoint, config, (f"train.seed={seed}", f"train.batch_size={n}"))
-    source = BatchSource.from_config([str(shards)], cfg)
-    batch = render_host_batch(source(0), source.data, source.stream.global_views)
-    clips = batch["globals"][:, :, :1]
-    with torch.no_grad():
-        _, maps, _ = model.track_objects(clips)
-    if maps is None:
+    if cfg.dora.method != "dora":
         raise InputError("the config's dora.method is dino: there is nothing to track")
-    grid = (clips.shape[-2] // model.patch, clips.shape[-1] // model.patch)
+    hb = BatchSource.from_config([str(shards)], cfg)(0)
+    short = size or cfg.data.global_size
     out.mkdir(parents=True, exist_ok=True)
-    for i in range(clips.shape[0]):
-        path = tracking_sheet(clips[i, :, 0], maps[i, :, 0], grid, out / f"tracking_{i:02d}.png",
-                              f"clip {i}: k={maps.shape[3]} objects discovered in frame 1, tracked")
+    for i, (clip, jpegs) in enumerate(zip(hb.clips, hb.jpegs, strict=True)):
+        try:
+            frames, x = teacher_frames(jpegs, short, model.patch)
+        except OSError as e:
+            raise InputError(f"{shards}: {clip.video} t={clip.times[0]:.2f}s: a stored frame does not decode "
+                             f"({e}); run `dora-data verify`") from None
+        with torch.no_grad():
+            _, maps, heads = model.track_objects(x[None, :, None])
+        grid = (x.shape[-2] // model.patch, x.shape[-1] // model.patch)
+        k = maps.shape[3]
+        title = (f"clip {i}: {clip.video}, frames {clip.frame_index[0]}-{clip.frame_index[-1]} (un-augmented, "
+                 f"teacher input {x.shape[-1]}x{x.shape[-2]}): k={k} objects discovered in frame 1, tracked")
+        objects = [f"object {j + 1} (head {h})" for j, h in enumerate(heads.tolist())] \
+            if cfg.dora.mask_source == "object" else None  # else the maps are not the heads' (random blocks)
+        path = tracking_sheet(frames, maps[0, :, 0], grid, out / f"tracking_{i:02d}.png", title,
+                              times=list(clip.times), objects=objects, width=width)
         click.echo(str(path))
 
 
@@ -273,7 +300,7 @@ def eval_options(default_batch: int):
             click.option("--key", type=KEY, default="teacher", show_default=True),
             click.option("--device", type=DEVICE, default="auto", show_default=True),
             click.option("--batch-size", type=click.IntRange(min=1), default=default_batch, show_default=True),
-            click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True,
+            click.option("--workers", type=click.IntRange(min=0), default=CORES, show_default=True,
                          help="Decoding threads (DALI) or DataLoader workers (torchvision)."),
             click.option("--decoder", type=click.Choice(["auto", "dali", "torch"]), default="auto",
                          show_default=True, help="auto: DALI when installed (nvJPEG on a GPU), else torchvision."),
@@ -307,6 +334,7 @@ def eval_options(default_batch: int):
 @click.option("--load-features", type=click.Path(path_type=Path), default=None,
               help="Read those four files instead of extracting features.")
 @eval_options(default_batch=256)
+@claims_output(dirs=("dump_features",))
 def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, key, device, batch_size, workers,
         decoder, precision, resize, crop, config, echo_json, quiet) -> None:
     """Weighted k-NN top-1/top-5 on frozen [CLS] features (DINO's eval_knn.py protocol)."""
@@ -317,6 +345,7 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
     dev = pick_device(device)
     dec = choose_decoder(decoder) if load_features is None else "none"
     enc = load_encoder(checkpoint, key, dev, config)
+    precision = enc.run_precision(precision, lambda m: click.echo(m, err=True)) if load_features is None else "none"
     params = {"data": str(data) if data else None, "k": list(ks), "temperature": temperature,
               "batch_size": batch_size, "workers": workers, "decoder": dec, "precision": precision,
               "resize": resize, "crop": crop, "interpolation": "bicubic",
@@ -347,9 +376,12 @@ def knn(checkpoint, data, out, ks, temperature, dump_features, load_features, ke
 @click.option("--cached-features", is_flag=True,
               help="Fast: train on features of un-augmented images extracted once (a recorded deviation).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--restart", is_flag=True, help="Start again in --out (by default a run resumes only what the same "
+              "checkpoint content and options produced, and refuses anything else).")
 @eval_options(default_batch=1024)
-def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_features, seed, key, device, batch_size,
-           workers, decoder, precision, resize, crop, config, echo_json, quiet) -> None:
+@claims_output()
+def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_features, seed, restart, key, device,
+           batch_size, workers, decoder, precision, resize, crop, config, echo_json, quiet) -> None:
     """Linear probe on frozen features (DINO's eval_linear.py protocol); resumes after a kill."""
 
     from dataclasses import asdict
@@ -366,15 +398,16 @@ def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_fea
 
     check_sizes(resize, crop)
     dev = pick_device(device)
+    enc = load_encoder(checkpoint, key, dev, config)
     p = LinearParams(epochs=epochs, lr=lr, batch_size=batch_size, n_last_blocks=n_last_blocks, avgpool=avgpool,
                      cached=cached_features, seed=seed, workers=workers, decoder=choose_decoder(decoder),
-                     precision=precision, resize=resize, crop=crop)
-    enc = load_encoder(checkpoint, key, dev, config)
+                     precision=enc.run_precision(precision, lambda m: click.echo(m, err=True)), resize=resize,
+                     crop=crop)
     feature = f"cls_last{n_last_blocks}_after_norm" + ("+patch_mean" if avgpool else "")
     record = RunRecord("linear", enc, feature, {"data": str(data), **asdict(p), "momentum": 0.9,
                                                 "weight_decay": 0.0, "schedule": "cosine per epoch to 0",
                                                 "train_transform": f"RandomResizedCrop+flip ({p.decoder})"})
-    res = LinearProbe(enc, data, out, p, quiet, say=lambda m: click.echo(m, err=True)).fit()
+    res = LinearProbe(enc, data, out, p, quiet, say=lambda m: click.echo(m, err=True), restart=restart).fit()
     r = record.write(out, echo_json, **res)["results"]
     click.echo(f"linear: best top-1 {r['best_top1']:.2f} (epoch {r['best_epoch']}), last {r['last_top1']:.2f}",
                err=echo_json)

@@ -9,26 +9,55 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_errors import DefaultCommandGroup
-from pipeline.files import FolderLock
+from pipeline.cli_errors import DefaultCommandGroup, version_option
+from pipeline.files import FolderLock, check_writable, claims_output, remove_empty
 
-SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/ (an editable install)
+# DINO's (and the official DoRA's) main_dino.py flags, and what they are here.
+DINO_FLAGS = {
+    "--epochs": "train.epochs=N", "--batch_size_per_gpu": "train.batch_size=N (clips per GPU)",
+    "--batch_size": "train.batch_size=N (clips per GPU)", "--lr": "optim.lr=X (at batch 256)",
+    "--arch": "model.arch=NAME (a timm ViT, e.g. vit_small_patch16_224)",
+    "--patch_size": "model.arch=vit_small_patch8_224", "--output_dir": "--output DIR",
+    "--data_path": "--shards DIR (or --images DIR)", "--out_dim": "model.out_dim=N",
+    "--local_crops_number": "data.local_crops=N", "--teacher_temp": "loss.teacher_temp=X",
+    "--warmup_teacher_temp": "loss.warmup_teacher_temp=X",
+    "--warmup_teacher_temp_epochs": "loss.warmup_teacher_temp_epochs=N", "--warmup_epochs": "optim.warmup_epochs=N",
+    "--min_lr": "optim.min_lr=X", "--norm_last_layer": "model.norm_last_layer=true",
+    "--momentum_teacher": "optim.momentum_teacher=X", "--use_fp16": "train.precision=fp16",
+    "--optimizer": "optim.optimizer=adamw", "--weight_decay": "optim.weight_decay=X",
+    "--weight_decay_end": "optim.weight_decay_end=X", "--clip_grad": "optim.clip_grad=X",
+    "--freeze_last_layer": "optim.freeze_last_layer_epochs=N", "--drop_path_rate": "model.drop_path=X",
+    "--num_workers": "train.num_workers=N", "--seed": "train.seed=N",
+    "--saveckp_freq": "train.checkpoint_every=STEPS (in steps, not epochs)",
+}
 
 
-def resolve_config(config: Path | None) -> Path | None:
-    """--config as given when that file exists; otherwise the shipped config of the same name, so that
-    `--config configs/dora_vits16.yaml` (or `dora_vits16`) works from any working folder."""
-    if config is None or config.exists():
-        return config
-    shipped = SHIPPED / (config.name if config.suffix else f"{config.name}.yaml")
-    return shipped if shipped.exists() else config
+def dino_flag_hint(args: list[str]) -> str | None:
+    """One line for the first of DINO's main_dino.py flags in `args` (`--batch-size` too), naming what to
+    type here instead."""
+    for a in args:
+        flag = a.split("=", 1)[0]
+        key = "--" + flag.lstrip("-").replace("-", "_")
+        if flag.startswith("--") and key in DINO_FLAGS:
+            return (f"{flag} is a flag of DINO's main_dino.py; here settings are key=value overrides after the "
+                    f"options: {DINO_FLAGS[key]} (see configs/*.yaml for every key)")
+    return None
 
 
 class TrainGroup(DefaultCommandGroup):
     interrupted_hint = "run the same command again to resume from the last checkpoint"
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        own = {o for p in train.params for o in getattr(p, "opts", ())}
+        hint = dino_flag_hint([a for a in args if a.split("=", 1)[0] not in own])
+        if hint:
+            click.echo(f"error: {hint}", err=True)
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
+
 
 @click.group(cls=TrainGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("dora-train")
 def main() -> None:
     """DoRA (or DINO) pretraining: `dora-train [train] --shards DIR ...`; `dora-train export CKPT ...`."""
 
@@ -51,7 +80,7 @@ def main() -> None:
 def train(shards, images, config, output, resume, quiet, overrides) -> None:
     """Train DoRA on SHARDS (or DoRA* on IMAGES); OVERRIDES are key=value settings, e.g. train.batch_size=32."""
 
-    from dora.config import load_config
+    from dora.config import load_config, resolve_config
     from dora.train import Trainer
     from pipeline.errors import InputError
 
@@ -61,10 +90,15 @@ def train(shards, images, config, output, resume, quiet, overrides) -> None:
     path = resolve_config(config)
     cfg = load_config(path, overrides)
     run = output or Path("runs") / (path.stem if path else "default")
-    first = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock per run, held by rank 0
-    with FolderLock(run, "dora-train", hint="another --output") if first else contextlib.nullcontext():
-        summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet, images=images).fit(quiet=quiet)
-    click.echo(json.dumps(summary))
+    first = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock per run, and one summary, from rank 0
+    made = check_writable(run, "--output") if first else []
+    try:
+        with FolderLock(run, "dora-train", hint="another --output") if first else contextlib.nullcontext():
+            summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet, images=images).fit(quiet=quiet)
+    finally:
+        remove_empty(made)  # a run refused before it wrote anything leaves no folder
+    if first:
+        click.echo(json.dumps(summary))
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,6 +106,7 @@ def train(shards, images, config, output, resume, quiet, overrides) -> None:
 @click.option("--to", "to", type=click.Choice(["timm", "dino"]), required=True)
 @click.option("--key", default="teacher", show_default=True, help="Which network of the checkpoint.")
 @click.argument("out", type=click.Path(path_type=Path))
+@claims_output(None, files=("out",))
 def export(checkpoint, to, key, out) -> None:
     """Write the teacher backbone of CHECKPOINT (ours, or official DoRA/DINO) for timm or DINO's eval scripts."""
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_errors import OneLineGroup
+from pipeline.cli_errors import OneLineGroup, version_option
 from pipeline.errors import InputError
+from pipeline.files import claims_output
 from pipeline.format import ShardFolder
 from pipeline.shard import BLUR_MODES, DETECTORS, CutSettings, FaceSettings, ShardSettings
 from pipeline.workers import SkipAndRecord, failures, reraise
@@ -22,19 +23,26 @@ UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb"
 
 
 class ByteSize(click.ParamType):
+    """A byte count written like 1GB, 500MB or 2GiB, at least `minimum` bytes."""
+
     name = "SIZE"
 
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
+
     def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
         m = SIZE_RE.match(str(value))
         unit = (m.group(2) or "").lower() if m else None
         if not m or unit not in UNITS:
             self.fail(f"{value!r} is not a size like 1GB, 500MB or 2GiB", param, ctx)
-        return int(float(m.group(1)) * UNITS[unit])
+        size = int(float(m.group(1)) * UNITS[unit])
+        if size < self.minimum:
+            self.fail(f"{value!r} is less than {self.minimum} bytes; give a size like 1GB or 500MB", param, ctx)
+        return size
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("dora-data")
 def main() -> None:
     """Walking Tours data: download, decode once into shards, check, and look at clips."""
 
@@ -109,7 +117,8 @@ def shard(inputs, workers, part, keep_going, quiet, **kw) -> None:
     except ValueError as e:
         raise InputError(str(e)) from None
     report = run_shard(list(inputs) or ["data/raw"], kw["out"], settings_from(kw), workers or os.cpu_count() or 1,
-                       part_t, SkipAndRecord() if keep_going else reraise, quiet)
+                       part_t, SkipAndRecord() if keep_going else reraise, quiet,
+                       on_warning=lambda m: click.echo(f"warning: {m}", err=True))
     out = kw["out"]
     for name in report.skipped:
         click.echo(f"{name}: already in {out}, skipped")
@@ -128,24 +137,40 @@ def _summary(out: Path, index: dict) -> None:
     n_frames = sum(v["n_frames"] for v in index["videos"])
     click.echo(f"{ShardFolder(out).index}: {len(index['videos'])} videos, {n_frames} frames, "
                f"{len(index['shards'])} shards, duplication {index.get('duplication', 0):.3f}")
-    if index.get("pending"):
-        click.echo(f"still missing units: {', '.join(index['pending'])} (rerun `dora-data shard` for them)")
+    if index.get("dropped"):
+        names = ", ".join(d["name"] for d in index["dropped"])
+        click.echo(f"left out as incomplete (`index --drop-incomplete`): {names}")
+    if index["videos"]:
+        from pipeline.dataset import Dataset, clipless_videos
+
+        for w in clipless_videos(Dataset(out)):
+            click.echo(f"warning: {w}", err=True)
 
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--quiet", is_flag=True)
-def index(out: Path, quiet: bool) -> None:
-    """Assemble shards, indexes and dataset.json from complete work units in OUT."""
+@click.option("--drop-incomplete", is_flag=True,
+              help="Leave out (and list) videos whose work units are not all done, deleting their partial work. "
+                   "Without it, index refuses while any video is unfinished: rerun shard to finish it.")
+def index(out: Path, quiet: bool, drop_incomplete: bool) -> None:
+    """Assemble shards, indexes and dataset.json once every recorded video's work units are complete."""
     from pipeline.files import FolderLock
-    from pipeline.shard import assemble
+    from pipeline.shard import assemble, drop_unfinished
 
-    saved = ShardFolder(out).saved_settings()
+    folder = ShardFolder(out)
+    saved = folder.saved_settings()
     if saved is None:
         raise InputError(f"{out}: no work units and no dataset.json; run `dora-data shard --out {out}` first")
     settings = ShardSettings.from_json(saved)
     with FolderLock(out, "dora-data index"):
-        index = assemble(out, settings, quiet=quiet)
+        dropped = drop_unfinished(out) if drop_incomplete else []
+        for v in dropped:
+            click.echo(f"dropped {v.name} ({v.done} of {v.total} units, from {v.source}): left out of "
+                       "dataset.json, its partial work deleted")
+        index = assemble(out, settings, quiet=quiet, dropped=dropped)
+    if not index["videos"]:
+        raise InputError(f"{out}: nothing to index; {folder.next_step()}")
     _summary(out, index)
 
 
@@ -168,6 +193,8 @@ def verify(out: Path, as_json: bool, sample: float) -> None:
                    f"duplication {report['duplication']:.3f}, {report['jpegs_checked']} JPEGs decoded")
         for e in report["errors"]:
             click.echo(f"  {e}")
+        for w in report["warnings"]:
+            click.echo(f"warning: {w}", err=True)
     if not report["ok"]:
         sys.exit(1)
 
@@ -181,6 +208,7 @@ def verify(out: Path, as_json: bool, sample: float) -> None:
               help="[default: as sharded]")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--grid", type=click.Path(path_type=Path), default=None, help="Also save the clips as a PNG.")
+@claims_output(None, files=("grid",))
 def clips(out: Path, n: int, seed: int, clip_frames, clip_stride_s, as_json: bool, grid) -> None:
     """Draw N clips from OUT exactly as training does."""
     from pipeline.dataset import ClipSampler, ClipSpec, Dataset
@@ -293,6 +321,7 @@ def fetch(catalog, out, only, list_, dry_run, max_height, allow_license, rate_li
               help="Inputs in parallel [default: cores; 1 for model detectors, which use every core].")
 @click.option("--keep-going", is_flag=True, help="Skip bad inputs, report them at the end.")
 @click.option("--quiet", is_flag=True)
+@claims_output()
 def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model, weights, offline, threshold, nms_iou,
             batch, device, cache_dir, only_classes, cut_detector, shards, workers, keep_going, quiet) -> None:
     """Figure 2 of the paper for VIDEO_OR_DIR...: lightness, objects per frame, class frequency, shots.
@@ -312,14 +341,12 @@ def analyze(inputs, out, label_specs, minutes, fps, detector, vocabulary, model,
         write_json,
     )
     from pipeline.analyze import analyze as run
-    from pipeline.files import check_writable
 
     if not inputs and not label_specs:
         raise InputError("no input; give video files or folders, or --label NAME=PATH")
     sources = resolve(list(inputs), label_specs)
     for d in shards:
         ShardFolder(d).require_finished()
-    check_writable(out)
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # the Hugging Face libraries read it too
     det_opts = DetectorOptions(weights=str(weights) if weights else None, threshold=threshold, vocabulary=vocabulary,

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import queue
+import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from multiprocessing.managers import SyncManager
 from typing import Any, Protocol
 
 from pipeline.errors import UserFacingError
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_S = 0.5  # how often a worker checks that its parent is alive
 
 
 class ErrorPolicy(Protocol):
@@ -62,15 +69,37 @@ class PoolResult:
     failed: set[str]  # keys whose tasks failed in this run
 
 
-def _die_with_parent() -> None:
-    """Worker initialiser: a worker must not outlive its killed parent (Linux PR_SET_PDEATHSIG)."""
+def _die_with_parent(parent: int | None = None) -> None:
+    """Worker initialiser: a worker (or the manager process) must not outlive its killed parent.
+
+    On Linux the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG); a parent killed while
+    the worker was still starting (before this call) is caught by comparing the parent's pid, and a
+    watchdog thread polls it too where prctl is missing. With every child gone, multiprocessing's
+    resource tracker reads end-of-file on its pipe and exits as well.
+    """
+    parent = os.getppid() if parent is None else parent
     try:
         import ctypes
-        import signal
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except OSError:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the watchdog below does it
         pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watchdog() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCHDOG_S)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="parent-watchdog", daemon=True).start()
+
+
+def _manager(ctx) -> SyncManager:
+    """A started SyncManager (its server process carries the progress queue) that dies with this process."""
+    manager = SyncManager(ctx=ctx)
+    manager.start(_die_with_parent, (os.getpid(),))
+    return manager
 
 
 def _call(task: Task, messages) -> Any:
@@ -96,7 +125,7 @@ def run_tasks(tasks: list[Task], workers: int, on_error: ErrorPolicy = reraise,
                 failed(i, e)
         return out
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
+    with _manager(ctx) as manager:
         messages = manager.Queue()
         stop = threading.Event()
 
@@ -107,7 +136,8 @@ def run_tasks(tasks: list[Task], workers: int, on_error: ErrorPolicy = reraise,
 
         pumper = threading.Thread(target=pump, daemon=True)
         pumper.start()
-        pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=_die_with_parent)
+        pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=_die_with_parent,
+                                   initargs=(os.getpid(),))
         running: dict[Future, int] = {}
         try:
             running = {pool.submit(_call, task, messages): i for i, task in enumerate(tasks)}

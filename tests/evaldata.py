@@ -97,3 +97,28 @@ def write_voc(root: Path, year: int, n: int, h: int = 96, w: int = 128, image_se
     if segmentation:
         (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(i + "\n" for i in ids))
     return ids
+
+
+def eval_inputs(root: Path, video: Path) -> dict[str, Path]:
+    """Everything the command-line fault tests feed the commands, under ROOT: a shard folder of `video`,
+    a `dora-train` step-0 checkpoint of it, DAVIS and VOC folders, an ImageFolder, one image, and a
+    text file named like a checkpoint."""
+    from tests.conftest import run_entry
+    from tests.imagefolders import make_folder
+
+    ds = root / "ds"
+    r = run_entry("dora-data", "shard", video, "--out", ds, "--clip-frames", "4", "--clip-stride-s", "0.5",
+                  "--workers", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = run_entry("dora-train", "--shards", ds, "--config", "smoke", "--output", root / "run", "--quiet",
+                  "train.epochs=0")
+    assert r.returncode == 0, r.stderr
+    frames, labels = square_frames(4, 64, 96, 24, 4)
+    write_davis(root / "davis", "square", frames, labels)
+    write_voc(root, 2012, 2, segmentation=True)
+    folder = make_folder(root / "images", classes=2, train_per_class=3, val_per_class=2)
+    text = root / "model.pth"
+    text.write_text("these are my notes, not a checkpoint\n")
+    return {"ds": ds, "ckpt": root / "run" / "checkpoints" / "step_00000000.pth", "davis": root / "davis",
+            "voc": root / "VOC2012", "images": folder, "image": next((folder / "val").rglob("*.jpg")),
+            "video": video, "text": text, "root": root}

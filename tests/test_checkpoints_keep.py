@@ -24,7 +24,7 @@ def _names(run: Path) -> list[str]:
 def test_total_steps_zero_epochs_is_zero_steps_and_negative_is_refused():
     assert total_steps(0, 100) == 0 and total_steps(0.0, 7) == 0
     assert total_steps(1e-6, 100) == 1 and total_steps(0.5, 10) == 5
-    with pytest.raises(ConfigError, match="'train.epochs': -1 is negative"):
+    with pytest.raises(ConfigError, match="'train.epochs': -1 must be at least 0"):
         load_config(SMOKE, ["train.epochs=-1"])
     for key, bad in (("keep_checkpoints", 0), ("keep_every", -5), ("collapse_logs", 0), ("collapse_entropy", 1.5)):
         with pytest.raises(ConfigError, match=f"'train.{key}'"):

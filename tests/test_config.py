@@ -133,3 +133,22 @@ def test_resume_check_old_checkpoints_and_milestones(tmp_path):
     with pytest.raises(InputError, match="train.keep_every"):
         _check_same(cfg.to_dict(), load_config(None, ["train.keep_every=100"]), tmp_path / "x.pth")
     _check_same(cfg.to_dict(), load_config(None, ["train.keep_checkpoints=5"]), tmp_path / "x.pth")
+
+
+def test_checkpoints_from_before_new_keys_resume(tmp_path):
+    """Keys added since (dora.random_mask, train.memory_check) do not refuse an older checkpoint where they
+    change nothing; where dora.random_mask matters (random masks), the hint names the old meaning."""
+    from dora.train.loop import _check_same
+    from pipeline.errors import InputError
+
+    old_cfg = load_config(None, ["loss.teacher_temp_per=step"])
+    old = old_cfg.to_dict()
+    del old["dora"]["random_mask"], old["train"]["memory_check"]
+    _check_same(old, old_cfg, tmp_path / "x.pth")
+    rnd = load_config(None, ["loss.teacher_temp_per=step", "dora.mask_source=random"])
+    old_rnd = rnd.to_dict()
+    del old_rnd["dora"]["random_mask"]
+    with pytest.raises(InputError, match="dora.random_mask=keep"):
+        _check_same(old_rnd, rnd, tmp_path / "x.pth")
+    _check_same(old_rnd, load_config(None, ["loss.teacher_temp_per=step", "dora.mask_source=random",
+                                            "dora.random_mask=keep"]), tmp_path / "x.pth")

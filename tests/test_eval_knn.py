@@ -18,7 +18,7 @@ from dora.config import load_config
 from dora.eval.features import block_outputs, cls_feature, last_blocks_feature
 from dora.eval.images import dali_batches, eval_transform, load_layout, torch_batches
 from dora.eval.knn import knn_classify
-from dora.model.vit import create_backbone
+from dora.model.vit import create_backbone, use_dino_pos_embed
 from tests.conftest import ROOT
 from tests.imagefolders import make_folder
 
@@ -112,8 +112,10 @@ def test_knn_cli_labels_dumps_and_round_trip(tmp_path):
     train, _ = load_layout(data)
     x = torch.stack([eval_transform(72, 64)(__import__("PIL.Image").Image.open(p).convert("RGB"))
                      for p in train.paths[:4]])
+    ref = tiny_backbone()
+    use_dino_pos_embed(ref)  # a DINO-format file: DINO's position-embedding interpolation at 64 px
     with torch.no_grad():
-        want = torch.nn.functional.normalize(cls_feature(tiny_backbone(), x), dim=1)
+        want = torch.nn.functional.normalize(cls_feature(ref, x), dim=1)
     assert torch.allclose(trf[:4], want, atol=1e-5)
     want5 = knn_classify(trf, torch.load(tmp_path / "dump" / "trainlabels.pth"), tef, labels, 5, 0.07, 4)
     assert (m["results"]["5"]["top1"], m["results"]["5"]["top5"]) == want5

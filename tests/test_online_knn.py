@@ -27,7 +27,8 @@ def test_online_knn_is_logged_and_does_not_change_training(main_ds, tmp_path):
     steps = [x["step"] for x in recs if "loss" in x]
     assert len(knn) >= 3 and knn[-1]["step"] == steps[-1]
     assert recs[0] is knn[0] and (recs[0]["step"], recs[0]["epoch"]) == (0, 0.0)  # the random init, before step 1
-    assert all(0.0 <= x["knn_top1"] <= 100.0 and x["knn_top5"] == 100.0 for x in knn)  # 3 classes: top-5 = all
+    # DINO's top-5: a class without votes is no guess, so 3 classes do not make top-5 100 % by construction
+    assert all(0.0 <= x["knn_top1"] <= x["knn_top5"] <= 100.0 for x in knn)
     first = next(x for x in recs if "loss" in x)
     ipe = round(first["step"] / first["epoch"])  # training steps per epoch
     every = round(0.1 * ipe)

@@ -81,9 +81,8 @@ def test_index_with_missing_parts_reports_pending(tmp_path, bikes, carphone):
     opts = ["--segment-s", "3", "--workers", "1", "--quiet", "--clip-frames", "4", "--clip-stride-s", "0.5"]
     r = run_cli("shard", bikes, carphone, "--out", out, *opts, "--part", "0/2")
     assert r.returncode == 0, r.stderr
-    r = run_cli("index", out)  # round robin: each video still misses a unit
-    assert r.returncode == 0, r.stderr
-    assert "still missing units: bikes, carphone_pristine" in r.stdout
+    r = run_cli("index", out)  # round robin: each video still misses a unit, so index refuses
+    assert r.returncode == 2 and "2 videos are unfinished: bikes (" in r.stderr and "rerun shard" in r.stderr
     assert not (out / "dataset.json").exists() and not (out / "shards").exists()
     r = run_cli("shard", bikes, carphone, "--out", out, *opts, "--part", "1/2")
     assert r.returncode == 0 and run_cli("index", out).returncode == 0

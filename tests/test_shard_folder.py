@@ -58,7 +58,7 @@ def test_every_command_says_the_same_line_for_a_folder_that_is_not_a_shard_folde
 def test_a_folder_with_pending_units_says_what_to_run(tmp_path):
     (tmp_path / "wt" / ".work").mkdir(parents=True)
     r = run_entry("dora-data", "verify", "wt", cwd=tmp_path)
-    assert r.returncode == 2 and "units are still pending: run `dora-data index wt`" in r.stderr
+    assert r.returncode == 2 and "no video was recorded yet: rerun `dora-data shard --out wt`" in r.stderr
 
 
 def test_dora_train_export_is_a_real_subcommand_and_training_stays_the_default():

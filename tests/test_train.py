@@ -161,7 +161,8 @@ def test_export_to_timm_and_dino_and_import_official(main_ds, tmp_path):
         assert torch.allclose(timm_features(tmp_path / name), want, atol=1e-6)
     r = train_cli("export", ckpt, "--to", "dino", tmp_path / "dino.pth")
     dino = torch.load(tmp_path / "dino.pth", map_location="cpu")
-    assert set(dino) == {"teacher"} and all(k.startswith("backbone.") for k in dino["teacher"])
+    assert set(dino) == {"teacher", "pos_embed_resample"} and all(k.startswith("backbone.") for k in dino["teacher"])
+    assert dino["pos_embed_resample"] == "timm"  # the smoke run's own resampling (DINO's scripts ignore the key)
     # an official DoRA/DINO checkpoint: DDP's module. and the multi-crop wrapper's backbone. prefixes
     official = {"teacher": {**{f"module.backbone.{k}": v for k, v in teacher.items()},
                             "module.head.last_layer.weight_g": torch.ones(1, 1)}, "epoch": 100}
@@ -185,6 +186,8 @@ def test_torchrun_two_processes_on_cpu(main_ds, tmp_path):
            "train.epochs=0.3", "train.checkpoint_every=2"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    summaries = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert len(summaries) == 1 and summaries[0]["checkpoint"].endswith(".pth")  # rank 0's only
     state = torch.load(sorted((run / "checkpoints").iterdir())[-1], map_location="cpu", weights_only=False)
     assert state["world"] == 2 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])

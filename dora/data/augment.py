@@ -9,6 +9,9 @@ frame (scale 0.2-1), seen as a precrop_size square; global crops (scale 0.4-1, f
 crops (scale 0.05-0.4, flip unless data.local_flip is false, as in the official code) are taken
 inside it; flips are drawn either way, so that switch changes nothing else. All crops are composed
 into one box in source pixels, so each view is a single resample of the stored frame.
+DoRA⋆ images (`pixels=True`, appendix D, DINO's recipe): no square; the crops are drawn in the pixels
+of the image (of the pre-crop box, if data.precrop_scale is not [1, 1]), as torchvision's
+RandomResizedCrop does, so their aspect ratios lie in 3/4-4/3 in pixels.
 Photometry (DINO): colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8 applied in a fixed order
 (brightness, contrast, saturation, hue), grayscale p 0.2, Gaussian blur sigma 0.1-2 with
 probabilities data.global_blur_p per global view (DINO: 1.0, 0.1) and data.local_blur_p (0.5),
@@ -73,9 +76,9 @@ def random_resized_crop(rng: np.random.Generator, width: float, height: float, s
     return np.array([x, y, x + w, y + h])
 
 
-def _inside(outer: np.ndarray, inner: np.ndarray, side: float) -> np.ndarray:
-    """Box `inner`, drawn on a side x side image of `outer`, in the coordinates of `outer`'s frame."""
-    sx, sy = (outer[2] - outer[0]) / side, (outer[3] - outer[1]) / side
+def _inside(outer: np.ndarray, inner: np.ndarray, canvas: tuple[float, float]) -> np.ndarray:
+    """Box `inner`, drawn on a canvas (width, height) standing for `outer`, in the coordinates of `outer`'s frame."""
+    sx, sy = (outer[2] - outer[0]) / canvas[0], (outer[3] - outer[1]) / canvas[1]
     return np.array([outer[0] + inner[0] * sx, outer[1] + inner[1] * sy, outer[0] + inner[2] * sx,
                      outer[1] + inner[3] * sy])
 
@@ -93,24 +96,37 @@ def _photometric(rng: np.random.Generator, blur_p: float, solarize_p: float) -> 
     return np.array([b, c, s, h]), sigma, bool(rng.random() < solarize_p)
 
 
-def draw_clip(rng: np.random.Generator, frame_size: tuple[int, int], t: int, views: int, cfg: DataCfg) -> ClipParams:
-    """All augmentation parameters of one clip of t frames of size (width, height)."""
+def draw_clip(rng: np.random.Generator, frame_size: tuple[int, int], t: int, views: int, cfg: DataCfg,
+              pixels: bool = False) -> ClipParams:
+    """All augmentation parameters of one clip of t frames of size (width, height).
+
+    Video (official DoRA): crops are drawn on the pre-crop seen as a precrop_size square. `pixels`
+    (DoRA⋆ images): crops are drawn in the pixels of the pre-crop box, which is the whole image when
+    data.precrop_scale is [1, 1] (DINO: RandomResizedCrop of the image itself)."""
     w, h = frame_size
-    side = float(cfg.precrop_size)
     m = cfg.local_crops
-    pre = [random_resized_crop(rng, w, h, cfg.precrop_scale)] * t if cfg.precrop_per_clip else \
-        [random_resized_crop(rng, w, h, cfg.precrop_scale) for _ in range(t)]
-    gboxes = [random_resized_crop(rng, side, side, cfg.global_scale) for _ in range(views)]
+
+    def precrop() -> np.ndarray:
+        if pixels and tuple(cfg.precrop_scale) == (1.0, 1.0):
+            return np.array([0.0, 0.0, float(w), float(h)])
+        return random_resized_crop(rng, w, h, cfg.precrop_scale)
+
+    pre = [precrop()] * t if cfg.precrop_per_clip else [precrop() for _ in range(t)]
+    side = float(cfg.precrop_size)
+    # the canvas the crops are drawn on: a square (video) or the first pre-crop's pixels (images, t = 1)
+    canvas = (pre[0][2] - pre[0][0], pre[0][3] - pre[0][1]) if pixels else (side, side)
+    gboxes = [random_resized_crop(rng, *canvas, cfg.global_scale) for _ in range(views)]
     gflip = rng.random(views) < 0.5
-    global_box = np.stack([[_inside(pre[f], gboxes[v], side) for v in range(views)] for f in range(t)])
+    global_box = np.stack([[_inside(pre[f], gboxes[v], canvas) for v in range(views)] for f in range(t)])
     if cfg.local_per_frame:
-        lboxes = [[random_resized_crop(rng, side, side, cfg.local_scale) for _ in range(m)] for _ in range(t)]
+        lboxes = [[random_resized_crop(rng, *canvas, cfg.local_scale) for _ in range(m)] for _ in range(t)]
         lflip = rng.random((t, m)) < 0.5
     else:
-        one = [random_resized_crop(rng, side, side, cfg.local_scale) for _ in range(m)]
+        one = [random_resized_crop(rng, *canvas, cfg.local_scale) for _ in range(m)]
         lboxes, lflip = [one] * t, np.repeat((rng.random(m) < 0.5)[None], t, 0)
     lflip = lflip & cfg.local_flip
-    local_box = np.stack([[_inside(pre[f], lboxes[f][j], side) for j in range(m)] for f in range(t)]).reshape(t, m, 4)
+    local_box = np.stack([[_inside(pre[f], lboxes[f][j], canvas) for j in range(m)]
+                          for f in range(t)]).reshape(t, m, 4)
     color = np.zeros((t, views + m, 4))
     blur = np.zeros((t, views + m))
     sol = np.zeros((t, views + m), bool)

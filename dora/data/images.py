@@ -121,9 +121,10 @@ class ImageSource:
         return data, size
 
     def params(self, clip: Clip, size: tuple[int, int]) -> ClipParams:
-        """The image's augmentation, fixed by (seed, rank, position)."""
+        """The image's augmentation, fixed by (seed, rank, position); crops drawn in the image's
+        pixels as DINO's RandomResizedCrop draws them (not on the image seen as a square)."""
         rng = clip_rng(self.stream.seed, self.rank, clip.position)
-        return draw_clip(rng, size, 1, self.stream.global_views, self.data)
+        return draw_clip(rng, size, 1, self.stream.global_views, self.data, pixels=True)
 
     def __call__(self, b: int) -> HostBatch:
         n = self.stream.batch_size

@@ -3,7 +3,7 @@
 from dora.eval.common import RunRecord, load_encoder, pick_device
 from dora.eval.davis import run as run_davis
 from dora.eval.davis_data import read_sequences
-from dora.eval.davis_score import score_results
+from dora.eval.davis_score import check_scorable, score_results
 from dora.eval.discovery_run import MEAN as DISCOVERY_MEAN
 from dora.eval.discovery_run import STD as DISCOVERY_STD
 from dora.eval.discovery_run import run_corloc, run_jaccard
@@ -19,7 +19,7 @@ from dora.eval.voc import read_detection, read_segmentation
 __all__ = [
     "attention_sheet", "teacher_model",
     "run_davis", "DISCOVERY_MEAN", "DISCOVERY_STD", "run_corloc", "run_jaccard", "plot_knn", "run_knn",
-    "RunRecord", "load_encoder", "pick_device", "read_sequences", "score_results", "check_sizes",
+    "RunRecord", "load_encoder", "pick_device", "read_sequences", "score_results", "check_scorable", "check_sizes",
     "choose_decoder", "LinearParams", "LinearProbe", "OnlineKnn", "PropagationCfg", "read_detection",
     "read_segmentation",
 ]

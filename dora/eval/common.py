@@ -5,6 +5,10 @@ A checkpoint is anything `dora-eval attention` accepts: a `dora-train` checkpoin
 names the architecture), an export (`--to timm|dino`) or an official DoRA/DINO file (the architecture
 is read off the weights). Loading is strict: a missing or unexpected key is an InputError; nothing is
 ever downloaded or substituted.
+
+Position embeddings at other input sizes are resampled the way the code that made the file does
+(`pos_embed_choice`): official DoRA/DINO files and DINO-format exports with DINO's interpolate_pos_encoding,
+our checkpoints as their saved config says, timm-format state dicts with timm's; metrics.json records it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,21 @@ class Encoder:
     checkpoint: Path
     key: str
     device: torch.device
+    pos_embed: str = "timm"  # position-embedding resampling at other sizes: timm | dino
+    pos_embed_why: str = ""  # why that one (recorded in metrics.json)
+    _sha256: str | None = field(default=None, repr=False)
+
+    def run_precision(self, precision: str, say=None) -> str:
+        """The forward precision that really runs for `precision` here (fp32 off a GPU; said once via `say`)."""
+        from dora.eval.features import run_precision
+
+        return run_precision(self.device, precision, say)
+
+    def sha256(self) -> str:
+        """The checkpoint file's sha256 (computed once)."""
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.checkpoint)
+        return self._sha256
 
 
 def pick_device(name: str) -> torch.device:
@@ -75,6 +94,67 @@ def model_cfg_from_weights(weights: dict[str, torch.Tensor]) -> ModelCfg:
                     img_size=None if side * patch == 224 else side * patch)
 
 
+def dino_format(state: dict) -> bool:
+    """Whether `state` was written by the official DoRA/DINO code or `dora-train export --to dino`: a
+    `teacher`/`student` state dict, or keys prefixed `module.`/`backbone.` (MultiCropWrapper, DDP)."""
+    if "model" in state and "config" in state:  # ours
+        return False
+    if any(isinstance(state.get(k), dict) for k in ("teacher", "student")):
+        return True
+    return any(isinstance(k, str) and k.startswith(("module.", "backbone.")) for k in state)
+
+
+def _config_resample(config: Path | None) -> str | None:
+    """model.pos_embed_resample when the YAML file `config` sets it, else None."""
+    import yaml
+
+    from dora.config import load_config, resolve_config
+
+    if config is None:
+        return None
+    data = yaml.safe_load(resolve_config(config).read_text()) or {}
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and "pos_embed_resample" in model:
+        return load_config(config).model.pos_embed_resample
+    return None
+
+
+def pos_embed_choice(state: dict, config: Path | None = None) -> tuple[str, str]:
+    """(timm|dino, why): how the checkpoint `state` resamples its position embeddings at other input sizes.
+
+    The code that made the file decides: `config` when it sets model.pos_embed_resample; our checkpoints
+    their saved config; `export --to dino` files the run's mode they record; official DoRA/DINO files
+    DINO's interpolate_pos_encoding (what DINO's and the official DoRA evaluations run); timm-format
+    state dicts (`export --to timm`) timm's.
+    A bare backbone-only release (e.g. DINO's *_pretrain.pth) looks like a timm export: give a --config
+    with `model: {pos_embed_resample: dino}` to evaluate it as DINO does.
+    """
+    explicit = _config_resample(config)
+    if explicit is not None:
+        return explicit, f"--config {config} sets model.pos_embed_resample"
+    saved = state.get("config")
+    if isinstance(saved, dict) and "model" in saved:
+        return config_from_dict(saved).model.pos_embed_resample, "the checkpoint's saved config"
+    if state.get("pos_embed_resample") in ("timm", "dino"):
+        return state["pos_embed_resample"], "recorded in the file by dora-train export --to dino (the run's own)"
+    if dino_format(state):
+        return "dino", "official DoRA/DINO-format checkpoint: DINO's interpolate_pos_encoding, as its code evaluates it"
+    return "timm", ("timm-format state dict (export --to timm): timm's resampling; for a DINO backbone-only "
+                    "release give --config with model.pos_embed_resample: dino")
+
+
+def apply_pos_embed_choice(mcfg: ModelCfg, state: dict, weights: dict[str, torch.Tensor],
+                           config: Path | None = None) -> tuple[str, str]:
+    """Set mcfg.pos_embed_resample by `pos_embed_choice`; with DINO's, also build the model on the stored
+    grid (img_size), so loading never resamples and every other size is resampled from it as DINO does."""
+    mode, why = pos_embed_choice(state, config)
+    mcfg.pos_embed_resample = mode
+    if mode == "dino" and "pos_embed" in weights and "patch_embed.proj.weight" in weights:
+        side = math.isqrt(int(weights["pos_embed"].shape[1]) - 1)
+        mcfg.img_size = side * int(weights["patch_embed.proj.weight"].shape[-1])
+    return mode, why
+
+
 def load_encoder(path: Path, key: str = "teacher", device: torch.device | str = "cpu",
                  config: Path | None = None) -> Encoder:
     """The `key` (teacher|student) backbone of checkpoint `path` (a run folder: its newest), frozen, on `device`.
@@ -97,12 +177,14 @@ def load_encoder(path: Path, key: str = "teacher", device: torch.device | str = 
         mcfg = config_from_dict(saved).model
     else:
         mcfg = model_cfg_from_weights(weights)
+    resample, why = apply_pos_embed_choice(mcfg, state, weights, config)
     model = create_backbone(mcfg, drop_path=0.0)
     load_backbone(model, weights)
     dev = torch.device(device)
     model = model.to(dev).eval().requires_grad_(False)
     return Encoder(model=model, arch=mcfg.arch, patch=patch_size(model), embed_dim=int(model.embed_dim),
-                   depth=len(model.blocks), num_heads=num_heads(model), checkpoint=Path(path), key=key, device=dev)
+                   depth=len(model.blocks), num_heads=num_heads(model), checkpoint=Path(path), key=key, device=dev,
+                   pos_embed=resample, pos_embed_why=why)
 
 
 @dataclass
@@ -123,10 +205,12 @@ class RunRecord:
         return {
             "task": self.task,
             "checkpoint": str(enc.checkpoint),
-            "checkpoint_sha256": sha256_file(enc.checkpoint),
+            "checkpoint_sha256": enc.sha256(),
             "key": enc.key,
             "arch": {"name": enc.arch, "patch": enc.patch, "embed_dim": enc.embed_dim, "depth": enc.depth,
                      "num_heads": enc.num_heads},
+            "pos_embed_interpolation": enc.pos_embed,
+            "pos_embed_interpolation_why": enc.pos_embed_why,
             "feature": self.feature,
             "params": self.params,
             **self.extra,

@@ -1,11 +1,12 @@
 """`dora-eval davis`: label propagation over DAVIS-2017 sequences with a frozen encoder, indexed PNGs per
-sequence (resumable: a sequence's folder appears only when all its frames are written), then the
-semi-supervised scores."""
+sequence (resumable: a sequence's folder appears only when all its frames are written, and OUT is
+resumed only by the same checkpoint content, model and parameters), then the semi-supervised scores."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import torch
 from tqdm import tqdm
 
 from dora.eval.common import Encoder
-from dora.eval.davis_data import Sequence, read_labels, read_palette, write_indexed
+from dora.eval.davis_data import Sequence, read_labels, read_palette, truncated_jpeg, write_indexed
 from dora.eval.prefetch import prefetch
 from dora.eval.propagation import PropagationCfg, first_labels, propagate, read_frame, to_labels
+from dora.eval.resume import another_run, as_read_back, model_stamp
 from dora.model import patch_tokens, tokens
 from pipeline.errors import InputError
 from pipeline.files import write_json_atomic
@@ -74,25 +76,56 @@ def run_sequence(encoder: Encoder, seq: Sequence, out: Path, cfg: PropagationCfg
     tmp.rename(final)
 
 
-def check_stamp(out: Path, stamp: dict) -> None:
-    """OUT may be resumed only by the same run (same checkpoint, key and parameters)."""
+def _result_folders(out: Path, names: set[str] | None) -> list[Path]:
+    """OUT's partial folders and its folders that hold nothing but PNGs (what run_sequence writes),
+    only those in `names` unless it is None."""
+    return [d for d in out.iterdir() if d.is_dir() and not d.is_symlink()
+            and (d.name.startswith(".partial-")
+                 or ((names is None or d.name in names) and all(f.suffix == ".png" for f in d.iterdir())))]
+
+
+def check_stamp(out: Path, stamp: dict, sequences: list[Sequence], restart: bool = False) -> None:
+    """OUT may be resumed only by the same run (same checkpoint content, key, model and parameters);
+    `restart` first removes what an earlier run left (its stamp, metrics.json and PNG folders: all of
+    them in a folder it stamped, else only this run's sequences)."""
     path = out / STAMP
-    stamp = json.loads(json.dumps(stamp))  # as it reads back (tuples become lists)
+    stamp = as_read_back(stamp)
+    if restart and out.is_dir():
+        ours = path.exists()
+        for d in _result_folders(out, None if ours else {s.name for s in sequences}):
+            shutil.rmtree(d)
+        for f in (path, out / "metrics.json") if ours else ():
+            f.unlink(missing_ok=True)
     if path.exists():
         old = json.loads(path.read_text())
         if old != stamp:
-            raise InputError(f"{out}: holds results of another run ({path.name} differs: checkpoint, key or "
-                             "parameters); give a new --out or delete it")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, stamp)
+            raise InputError(another_run(str(out), old, stamp))
+        return
+    present = [s.name for s in sequences if (out / s.name).is_dir()]
+    if present:
+        raise InputError(f"{out / present[0]}: results without a {STAMP} saying what made them; give "
+                         "--restart to replace them, or a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, stamp)
+
+
+def warn_truncated(sequences: list[Sequence]) -> list[str]:
+    """Names every frame cut short on stderr (once each) and returns them: cv2, as DINO reads frames,
+    decodes what is there and fills the rest, so the run goes on, recorded."""
+    bad = [str(f) for s in sequences for f in s.frames if truncated_jpeg(f)]
+    for f in bad:
+        print(f"warning: {f}: truncated JPEG (no end-of-image marker); propagated from the part that decodes, "
+              "as DINO's cv2 reading does; re-copy it for exact results", file=sys.stderr)
+    return bad
 
 
 def run(encoder: Encoder, sequences: list[Sequence], out: Path, cfg: PropagationCfg, batch_size: int,
-        workers: int, stamp: dict, quiet: bool = False) -> dict:
-    """Propagate every sequence not already complete in OUT; returns counts."""
+        workers: int, stamp: dict, quiet: bool = False, restart: bool = False) -> dict:
+    """Propagate every sequence not already complete in OUT (all of them with `restart`); returns counts.
+    The stamp gets the built model's description (`model_stamp`)."""
     out = Path(out)
-    check_stamp(out, stamp)
+    check_stamp(out, {**stamp, "model": model_stamp(encoder)}, sequences, restart)
+    truncated = warn_truncated(sequences)
     todo = [s for s in sequences if not (out / s.name).is_dir()]
     total = sum(len(s.frames) for s in sequences)
     done = total - sum(len(s.frames) for s in todo)
@@ -100,4 +133,4 @@ def run(encoder: Encoder, sequences: list[Sequence], out: Path, cfg: Propagation
         for seq in todo:
             bar.set_postfix_str(seq.name)
             run_sequence(encoder, seq, out, cfg, batch_size, workers, bar)
-    return {"n_frames": total, "resumed_frames": done}
+    return {"n_frames": total, "resumed_frames": done, "truncated_frames": truncated}

@@ -73,6 +73,18 @@ def write_indexed(path: Path, labels: np.ndarray, palette: np.ndarray) -> None:
         im.save(f, format="PNG")
 
 
+def truncated_jpeg(path: Path, tail: int = 32) -> bool:
+    """True for a JPEG file (it starts with the SOI marker FF D8) that lacks the end-of-image marker
+    FF D9 in its last `tail` bytes: a file cut short. Entropy-coded data never holds FF D9 (an FF there
+    is followed by 00 or a restart marker), so a cut anywhere past the header is seen."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False  # not a JPEG: the decoder says so
+        size = f.seek(0, 2)
+        f.seek(max(0, size - tail))
+        return b"\xff\xd9" not in f.read()
+
+
 def read_split(root: Path, split: str, sequences: tuple[str, ...] = ()) -> list[str]:
     """The sequence names: `sequences` when given, else ROOT/ImageSets/2017/<split>.txt."""
     if sequences:

@@ -3,14 +3,15 @@
 
 Per object and frame: region similarity J (the Jaccard index of the object's masks) and the boundary
 measure F (F1 of boundary precision/recall, a boundary pixel matching when the other boundary lies within
-a disk of radius ceil(bound_th * image diagonal)). The first and the last frame are excluded. Per object:
+a disk of radius ceil(bound_th * image diagonal)). The first and the last frame are excluded, and their
+result PNGs are never read (the first is the given annotation). Void (255) annotation pixels count as
+background: the reference's semi-supervised task passes no void mask to J and F. Per object:
 Mean, Recall (fraction of frames > 0.5) and Decay (mean of the first quarter of frames minus the last
 quarter). The global numbers average the per-object ones; J&F-Mean is (J-Mean + F-Mean) / 2.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import cv2
@@ -47,15 +48,18 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
 
 
 def disk(radius: float) -> np.ndarray:
-    """The structuring element {(x, y): x² + y² ≤ r²} on a (2r+1)² grid (skimage.morphology.disk)."""
-    r = int(radius)
-    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    """skimage.morphology.disk(radius), the reference's structuring element: {x² + y² ≤ r²} over the grid
+    np.arange(-r, r + 1) on each axis. A fractional r (a --bound-th ≥ 1 that is not whole) thus gives
+    half-offset coordinates and an even-sized kernel, which cv2.dilate anchors at its centre: the
+    reference's F for such values, reproduced."""
+    grid = np.arange(-radius, radius + 1)
+    x, y = np.meshgrid(grid, grid)
     return (x * x + y * y <= radius * radius).astype(np.uint8)
 
 
 def bound_pixels(shape: tuple[int, int], bound_th: float = BOUND_TH) -> float:
     """The matching tolerance in pixels: bound_th itself when ≥ 1, else ceil(bound_th × diagonal)."""
-    return bound_th if bound_th >= 1 else math.ceil(bound_th * math.hypot(*shape))
+    return bound_th if bound_th >= 1 else float(np.ceil(bound_th * np.linalg.norm(shape)))
 
 
 def f_measure(seg: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> float:
@@ -93,16 +97,17 @@ def statistics(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def score_sequence(gt: np.ndarray, res: np.ndarray, bound_th: float = BOUND_TH) -> tuple[np.ndarray, np.ndarray]:
-    """J and F [objects, frames] of label maps res vs gt (both [T, H, W]); frames 0 and T-1 excluded.
+    """J and F [objects, frames] of label maps res vs gt (both [T, H, W]); frames 0 and T-1 excluded
+    (res[0] and res[-1] are never looked at).
 
-    Objects are 1..max(gt[0]); void (255) in gt counts as background (semi-supervised scoring ignores
-    void). A result label above the number of objects is an InputError.
+    Objects are 1..max(gt[0]); void (255) in gt counts as background, as in davis2017-evaluation's
+    semi-supervised task (no void mask). A result label above the number of objects is an InputError.
     """
     gt = np.where(gt == VOID, 0, gt)
     n_obj = int(gt[0].max())
+    gt, res = gt[1:-1], res[1:-1]
     if int(res.max(initial=0)) > n_obj:
         raise InputError(f"result label {int(res.max())} is above the sequence's {n_obj} objects")
-    gt, res = gt[1:-1], res[1:-1]
     j = np.zeros((n_obj, len(gt)))
     f = np.zeros((n_obj, len(gt)))
     for o in range(n_obj):
@@ -113,29 +118,40 @@ def score_sequence(gt: np.ndarray, res: np.ndarray, bound_th: float = BOUND_TH) 
     return j, f
 
 
-def score_results(sequences: list[Sequence], results: Path, bound_th: float = BOUND_TH) -> dict:
-    """davis2017-evaluation's global table and per-object J/F means for result PNGs in
-    RESULTS/<sequence>/<frame>.png (indexed or grey label maps)."""
-    jm, jr, jd, fm, fr, fd = [], [], [], [], [], []
-    per_object: dict[str, dict[str, float]] = {}
+def check_scorable(sequences: list[Sequence], hint: str = "") -> None:
+    """InputError unless every sequence can be scored: one annotation per frame (DAVIS-2017 train/val)
+    and at least 3 frames (the first and last are excluded); `hint` ends the message."""
     for seq in sequences:
         if len(seq.annotations) != len(seq.frames):
             raise InputError(f"{seq.root}: {len(seq.annotations)} annotations for {len(seq.frames)} frames; "
-                             "scoring needs one annotation per frame (DAVIS-2017 train/val)")
+                             f"scoring needs one annotation per frame (DAVIS-2017 train/val){hint}")
         if len(seq.frames) < 3:
             raise InputError(f"{seq.root}: {len(seq.frames)} frames; scoring excludes the first and last, "
-                             "so a sequence needs at least 3")
+                             f"so a sequence needs at least 3{hint}")
+
+
+def score_results(sequences: list[Sequence], results: Path, bound_th: float = BOUND_TH) -> dict:
+    """davis2017-evaluation's global table and per-object J/F means for result PNGs in
+    RESULTS/<sequence>/<frame>.png (indexed or grey label maps). As the reference, only frames 1..T-2
+    are read: the first and last frame's PNGs may be absent."""
+    jm, jr, jd, fm, fr, fd = [], [], [], [], [], []
+    per_object: dict[str, dict[str, float]] = {}
+    check_scorable(sequences)
+    for seq in sequences:
         gt = np.stack([read_labels(p) for p in seq.annotations])
-        res_paths = [Path(results) / seq.name / f"{p.stem}.png" for p in seq.annotations]
+        res_paths = [Path(results) / seq.name / f"{p.stem}.png" for p in seq.annotations[1:-1]]
         missing = [p for p in res_paths if not p.exists()]
         if missing:
-            raise InputError(f"{missing[0]}: result missing ({len(missing)} of {len(res_paths)} in {seq.name}); "
-                             "results need one PNG per annotated frame, named like the annotation")
-        res = np.stack([read_labels(p, like=gt.shape[1:]) for p in res_paths])
+            raise InputError(f"{missing[0]}: result missing ({len(missing)} of {len(res_paths)} scored in "
+                             f"{seq.name}); results need one PNG per annotated frame but the first and last, "
+                             "named like the annotation")
+        res = np.zeros_like(gt)  # frames 0 and T-1 stay unread, as in the reference
+        res[1:-1] = np.stack([read_labels(p, like=gt.shape[1:]) for p in res_paths])
         n_obj = int(np.where(gt[0] == VOID, 0, gt[0]).max())
         if int(res.max()) > n_obj:
-            raise InputError(f"{Path(results) / seq.name}: a result label is above the {n_obj} objects "
-                             "of the first annotation; results must use the annotation's object ids")
+            raise InputError(f"{Path(results) / seq.name}: a result label ({int(res.max())}) is above the "
+                             f"{n_obj} objects of the first annotation; results must use the annotation's "
+                             "object ids (frames 1..T-2 are scored)")
         j, f = score_sequence(gt, res, bound_th)
         for o in range(j.shape[0]):
             m_j, r_j, d_j = statistics(j[o])

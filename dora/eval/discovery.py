@@ -14,10 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.files import save_image_atomic
 
 VOID = 255
 MASK_MODES = {"mean80": ("mean", 0.8), "heads60": ("heads", 0.6)}
+GT_COLOUR, HIT_COLOUR, MISS_COLOUR = (40, 220, 40), (250, 220, 0), (230, 30, 30)
+LEGEND = [(GT_COLOUR, "ground truth"), (HIT_COLOUR, "prediction, correct (IoU >= 0.5 with a true box)"),
+          (MISS_COLOUR, "prediction, wrong")]
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray, eps: float = 1e-7) -> np.ndarray:
@@ -68,9 +73,32 @@ def jaccard_image(masks: np.ndarray, labels: np.ndarray, mode: str) -> float | N
     return float(np.mean([max(masked_jaccard(m, labels == c, valid) for m in masks) for c in classes]))
 
 
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_legend(width: int, height: int = 30) -> Image.Image:
+    """A white band naming the sheet's colours: a swatch and its meaning for each of LEGEND."""
+    font = _font(14)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    need = sum(22 + int(probe.textlength(text, font=font)) + 18 for _, text in LEGEND) + 8
+    band = Image.new("RGB", (max(width, need), height), (255, 255, 255))
+    d = ImageDraw.Draw(band)
+    x = 8
+    for colour, text in LEGEND:
+        d.rectangle([x, height // 2 - 7, x + 14, height // 2 + 7], fill=colour, outline=(0, 0, 0))
+        d.text((x + 22, height // 2), text, fill=(0, 0, 0), font=font, anchor="lm")
+        x += 22 + int(d.textlength(text, font=font)) + 18
+    return band
+
+
 def draw_sheet(items: list[tuple[Path, np.ndarray, np.ndarray, bool]], path: Path, tile_h: int = 160,
                cols: int = 4) -> Path:
-    """PNG grid of images with their true boxes (green) and the predicted box (red: wrong, yellow: correct)."""
+    """PNG grid of images with their true boxes (green) and the predicted box (yellow: correct, red: wrong),
+    and a legend band below naming the colours."""
     tiles = []
     for img_path, pred, gts, ok in items:
         with Image.open(img_path) as im:
@@ -79,13 +107,15 @@ def draw_sheet(items: list[tuple[Path, np.ndarray, np.ndarray, bool]], path: Pat
         im = im.resize((max(1, round(im.width * s)), tile_h), Image.BILINEAR)
         d = ImageDraw.Draw(im)
         for g in gts:
-            d.rectangle([float(v) * s for v in g], outline=(40, 220, 40), width=2)
-        d.rectangle([float(v) * s for v in pred], outline=(250, 220, 0) if ok else (230, 30, 30), width=3)
+            d.rectangle([float(v) * s for v in g], outline=GT_COLOUR, width=2)
+        d.rectangle([float(v) * s for v in pred], outline=HIT_COLOUR if ok else MISS_COLOUR, width=3)
         tiles.append(im)
     width = max(t.width for t in tiles)
     rows = (len(tiles) + cols - 1) // cols
-    sheet = Image.new("RGB", (cols * width, rows * tile_h), (255, 255, 255))
+    legend = draw_legend(cols * width)
+    sheet = Image.new("RGB", (legend.width, rows * tile_h + legend.height), (255, 255, 255))
     for i, t in enumerate(tiles):
         sheet.paste(t, ((i % cols) * width, (i // cols) * tile_h))
-    sheet.save(path)
+    sheet.paste(legend, (0, rows * tile_h))
+    save_image_atomic(path, sheet)
     return path

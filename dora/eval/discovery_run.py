@@ -1,5 +1,6 @@
 """`dora-eval discovery`: LOST boxes and CorLoc over a VOC image set, [CLS]-attention Jaccard on VOC 2012
-segmentation val. Per-image results are appended to OUT/*.jsonl as they finish, so a killed run resumes."""
+segmentation val. Per-image results are appended to OUT/*.jsonl as they finish, so a killed run resumes
+(only with the same checkpoint content, model and parameters; `restart` starts the log afresh)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dora.eval.common import Encoder
 from dora.eval.discovery import attention_masks, box_iou, corloc_hit, draw_sheet, jaccard_image
 from dora.eval.lost import lost
 from dora.eval.prefetch import prefetch
+from dora.eval.resume import another_run, as_read_back, model_stamp
 from dora.eval.voc import VocImage
 from dora.model import QKTap
 from pipeline.errors import InputError
@@ -27,13 +29,14 @@ MEAN, STD = IMAGENET_MEAN, IMAGENET_STD  # LOST's transform
 
 class ResultLog:
     """OUT/<name>.jsonl: a stamp line, then one {"id": ..., ...} line per finished image. Reopening with
-    another stamp is an InputError; a line torn by a kill is dropped."""
+    another stamp is an InputError naming what differs (`restart`: the old lines are dropped); a line torn
+    by a kill is dropped."""
 
-    def __init__(self, path: Path, stamp: dict):
+    def __init__(self, path: Path, stamp: dict, restart: bool = False):
         self.path = Path(path)
         self.done: dict[str, dict] = {}
-        stamp = json.loads(json.dumps(stamp))
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        stamp = as_read_back(stamp)
+        lines = self.path.read_text().splitlines() if self.path.exists() and not restart else []
         good = []
         for line in lines:
             try:
@@ -41,8 +44,7 @@ class ResultLog:
             except json.JSONDecodeError:
                 break
         if good and good[0].get("stamp") != stamp:
-            raise InputError(f"{self.path}: holds results of another run (checkpoint, key or parameters); "
-                             "give a new --out or delete it")
+            raise InputError(another_run(str(self.path), good[0].get("stamp") or {}, stamp))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.path) as f:  # drops a torn last line; a kill here leaves the old file
             for rec in good or [{"stamp": stamp}]:
@@ -81,9 +83,9 @@ def last_block(encoder: Encoder, tap: QKTap, x: torch.Tensor) -> tuple[torch.Ten
 
 
 def run_corloc(encoder: Encoder, tap: QKTap, images: list[VocImage], out: Path, k_patches: int, workers: int,
-               sheet_n: int, stamp: dict, quiet: bool) -> dict:
+               sheet_n: int, stamp: dict, quiet: bool, restart: bool = False) -> dict:
     """LOST box per image, CorLoc, OUT/boxes.json and OUT/corloc_sheet.png (first `sheet_n` images)."""
-    log = ResultLog(out / "corloc.jsonl", stamp)
+    log = ResultLog(out / "corloc.jsonl", {**stamp, "model": model_stamp(encoder)}, restart)
     todo = [im for im in images if im.id not in log.done]
     p = encoder.patch
     with tqdm(total=len(images), initial=len(images) - len(todo), unit="img", desc="corloc",
@@ -108,10 +110,10 @@ def run_corloc(encoder: Encoder, tap: QKTap, images: list[VocImage], out: Path, 
 
 
 def run_jaccard(encoder: Encoder, tap: QKTap, items: list[tuple[str, Path, Path]], out: Path, mode: str,
-                size: int, workers: int, stamp: dict, quiet: bool) -> dict:
+                size: int, workers: int, stamp: dict, quiet: bool, restart: bool = False) -> dict:
     """Mean Jaccard of the attention masks against VOC 2012 SegmentationClass over the images that hold an
     object; `size` > 0 resizes image and labels to size × size first (0: native size, padded)."""
-    log = ResultLog(out / f"jaccard_{mode}.jsonl", stamp)
+    log = ResultLog(out / f"jaccard_{mode}.jsonl", {**stamp, "model": model_stamp(encoder)}, restart)
     todo = [it for it in items if it[0] not in log.done]
     p = encoder.patch
 

@@ -54,9 +54,19 @@ def feature_dim(model: nn.Module, kind: str, n: int = 4, avgpool: bool = False) 
     return d if kind == "cls" else d * (n + int(avgpool))
 
 
+def run_precision(device: torch.device, precision: str, say: Callable[[str], None] | None = None) -> str:
+    """The precision `autocast` really runs for `precision` on `device`: bf16/fp16 on a GPU, fp32 elsewhere
+    (said once through `say` when that differs from the request). Record this, not the request."""
+    ran = precision if device.type == "cuda" else "fp32"
+    if ran != precision and say is not None:
+        say(f"note: --precision {precision} applies on a GPU only; this {device.type} run is fp32, "
+            "and metrics.json records fp32")
+    return ran
+
+
 def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on a GPU; fp32 (DINO's setting) otherwise."""
-    if precision == "fp32" or device.type != "cuda":
+    """bf16/fp16 autocast on a GPU; fp32 (DINO's setting) otherwise (`run_precision` says which ran)."""
+    if run_precision(device, precision) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 

@@ -101,6 +101,14 @@ def load_layout(root: Path) -> tuple[Split, Split]:
     return train, scan_split(root / "val", train.classes)
 
 
+def one_class_note(n_classes: int, where: str) -> str | None:
+    """None, or the note for a labelled set whose train split has one class: every prediction is right."""
+    if n_classes >= 2:
+        return None
+    return (f"{where} has a single class: every image is predicted as it, so the accuracies are 100 % by "
+            "construction; add images of other classes for a meaningful score")
+
+
 def resize_shape(width: int, height: int, resize: int) -> tuple[int, int]:
     """(h, w) of torchvision's Resize(resize) for a width x height image (short side = resize)."""
     if width <= height:
@@ -121,13 +129,6 @@ def eval_transform(resize: int = 256, crop: int = 224):
                       T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
-def train_transform(crop: int = 224):
-    """DINO's eval_linear.py training transform: RandomResizedCrop (bilinear) + horizontal flip."""
-    from torchvision import transforms as T
-
-    return T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
-
-
 class ImageDataset(torch.utils.data.Dataset):
     """(image tensor, index, error) of a Split; an unreadable file gives a zero image and its message,
     which the consumer turns into one error line (an exception raised in a worker would be a traceback)."""
@@ -144,21 +145,56 @@ class ImageDataset(torch.utils.data.Dataset):
         path = self.split.paths[i]
         try:
             with Image.open(path) as im:
-                x = self.transform(im.convert("RGB"))
+                x = self.view(im.convert("RGB"), i)
             return x, i, ""
         except (OSError, ValueError, SyntaxError) as e:
             return torch.zeros(3, self.size, self.size), i, f"{path}: not a readable image ({e}); remove or replace it"
 
+    def view(self, img, i: int) -> torch.Tensor:
+        """The tensor of image `i` (a PIL RGB image)."""
+        return self.transform(img)
+
+
+def view_seed(epoch_seed: int, i: int) -> int:
+    """The seed of image i's training view in the epoch seeded `epoch_seed` (a hash of the pair)."""
+    return int(np.random.SeedSequence([epoch_seed % 2**63, i]).generate_state(1, np.uint64)[0] % 2**63)
+
+
+class TrainViews(ImageDataset):
+    """DINO's linear-probe training view (RandomResizedCrop(size) + horizontal flip, torchvision's algorithm
+    and resampling: PIL bilinear, antialiased) of image i, drawn from a generator seeded by (epoch_seed, i)
+    only: the same views whatever the DataLoader workers, batch size or a resumption."""
+
+    def __init__(self, split: Split, size: int, epoch_seed: int):
+        super().__init__(split, None, size)
+        self.epoch_seed = epoch_seed
+
+    def view(self, img, i: int) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        from dora.eval.train_views import random_resized_crop
+
+        gen = torch.Generator().manual_seed(view_seed(self.epoch_seed, i))
+        top, left, h, w = random_resized_crop(*img.size, gen)
+        x = TF.resized_crop(img, top, left, h, w, [self.size, self.size], InterpolationMode.BILINEAR, antialias=True)
+        if torch.rand(1, generator=gen).item() < 0.5:
+            x = TF.hflip(x)
+        return TF.normalize(TF.to_tensor(x), MEAN, STD)
+
 
 def torch_batches(split: Split, batch_size: int, workers: int, transform, size: int, shuffle: bool = False,
-                  generator: torch.Generator | None = None,
-                  pin: bool = False) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """(images [B, 3, S, S], indices) from torchvision in file order (or shuffled with `generator`)."""
+                  generator: torch.Generator | None = None, pin: bool = False,
+                  dataset: ImageDataset | None = None,
+                  order: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """(images [B, 3, S, S], indices) from torchvision in file order, in `order`, or shuffled with `generator`;
+    `dataset` replaces ImageDataset(split, transform, size)."""
     if generator is None:  # never draw the loader's seed from the global RNG (online k-NN must not disturb it)
         generator = torch.Generator().manual_seed(0)
-    loader = torch.utils.data.DataLoader(ImageDataset(split, transform, size), batch_size=batch_size,
-                                         shuffle=shuffle, generator=generator, num_workers=workers, pin_memory=pin,
-                                         drop_last=False)
+    loader = torch.utils.data.DataLoader(dataset or ImageDataset(split, transform, size), batch_size=batch_size,
+                                         shuffle=shuffle and order is None, generator=generator,
+                                         sampler=None if order is None else [int(i) for i in order],
+                                         num_workers=workers, pin_memory=pin, drop_last=False)
     for x, idx, errors in loader:
         bad = [e for e in errors if e]
         if bad:

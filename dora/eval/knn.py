@@ -3,8 +3,11 @@
 For a test feature x (L2-normalised) and train features t_j (L2-normalised): s_j = x . t_j (cosine);
 the k largest s_j vote for their labels with weight exp(s_j / T); classes are ranked by their summed
 votes; top-1 / top-5 are the fractions (in %) of test images whose label is first / among the first
-min(5, k) ranked classes. Unlike DINO's script: any number of test images (its chunking needs >= 100),
-any number of classes (it hard-codes 1000), k > n_train is clamped, no torch.distributed.
+min(5, k) ranked classes that got a vote (TOP5_DEFINITION). That is what DINO's knn_classifier computes:
+it sorts 1000 class scores, so when fewer than min(5, k) classes get votes the other slots hold
+zero-score classes in its sort's tie order, in practice indices outside a small data set (checked
+against its code on random few-class sets). Unlike DINO's script: any number of test images (its chunking
+needs >= 100), any number of classes (it hard-codes 1000), k > n_train is clamped, no torch.distributed.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import torch.nn.functional as F
 
 from dora.checkpoint import save_atomic
 from pipeline.errors import InputError
+from pipeline.files import save_image_atomic
 
 DUMP_FILES = ("trainfeat.pth", "testfeat.pth", "trainlabels.pth", "testlabels.pth")
 CHUNK_ELEMENTS = 2**25  # similarity entries held at once (128 MB in fp32)
+TOP5_DEFINITION = ("label among the first min(5, k) classes ranked by summed votes, counting only classes "
+                   "that got a vote (DINO's knn_classifier; on fewer than 5 classes top-5 is not 100 % by "
+                   "construction)")
 
 
 @torch.no_grad()
@@ -35,7 +42,7 @@ def knn_classify(train_feat: torch.Tensor, train_labels: torch.Tensor, test_feat
     bank = train_feat.t()
     top1 = top5 = 0
     chunk = max(1, CHUNK_ELEMENTS // max(n_train, 1))
-    n5 = min(5, k, num_classes)
+    n5 = min(5, k, num_classes)  # DINO: narrow(1, 0, min(5, k)) of its 1000 sorted classes
     for start in range(0, test_feat.shape[0], chunk):
         feats = test_feat[start:start + chunk].to(bank.device)
         targets = test_labels[start:start + chunk]
@@ -43,8 +50,8 @@ def knn_classify(train_feat: torch.Tensor, train_labels: torch.Tensor, test_feat
         neighbours = train_labels[idx]  # [b, k]
         votes = torch.zeros(feats.shape[0], num_classes, device=bank.device, dtype=sim.dtype)
         votes.scatter_add_(1, neighbours, (sim / temperature).exp())
-        ranked = votes.argsort(dim=1, descending=True)
-        correct = ranked[:, :n5].eq(targets[:, None])
+        ranked = votes.argsort(dim=1, descending=True)[:, :n5]
+        correct = ranked.eq(targets[:, None]) & (votes.gather(1, ranked) > 0)  # a class without votes is no guess
         top1 += int(correct[:, 0].sum())
         top5 += int(correct.any(dim=1).sum())
     total = test_feat.shape[0]
@@ -104,7 +111,7 @@ def run(encoder, data: Path | None, ks: list[int], temperature: float, batch_siz
         load_features: Path | None = None, quiet: bool = False, say=print) -> dict:
     """Extract (or load) features, classify with each k; returns the k-NN part of metrics.json."""
     from dora.eval.features import cls_feature, extract
-    from dora.eval.images import eval_batches, load_layout
+    from dora.eval.images import eval_batches, load_layout, one_class_note
 
     rates = {}
     if load_features is not None:
@@ -131,33 +138,45 @@ def run(encoder, data: Path | None, ks: list[int], temperature: float, batch_siz
     for k in ks:
         if k > trf.shape[0]:
             say(f"note: k={k} is more than the {trf.shape[0]} train images; using k={trf.shape[0]}")
+    note = one_class_note(int(trl.unique().numel()), f"{data}/train" if data is not None else str(load_features))
+    if note:
+        say(f"warning: {note}")
     results = evaluate(trf, trl, tef, tel, ks, temperature, num_classes)
     out = {"temperature": temperature, "n_train": int(trf.shape[0]), "n_val": int(tef.shape[0]),
-           "num_classes": num_classes, "results": results,
-           "images_per_s": {k: round(v, 2) for k, v in rates.items()}}
+           "num_classes": num_classes, "results": results, "top5_definition": TOP5_DEFINITION,
+           "images_per_s": {k: round(v, 2) for k, v in rates.items()}, **({"note": note} if note else {})}
     if classes is not None:
         out["classes"] = classes
     return out
 
 
-def plot(results: dict[str, dict], path: Path, title: str) -> Path:
-    """PNG: top-1 and top-5 (%) for each k."""
-    import matplotlib
+def k_label(k: str, r: dict) -> str:
+    """The k a bar of knn.png stands for: the k used, and the requested one when it was clamped."""
+    used = int(r.get("k_used", k))
+    return f"k={used}" if used == int(k) else f"k={used}\n(asked {k};\nall train images)"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def knn_figure(results: dict[str, dict], title: str):
+    """matplotlib Figure: top-1 and top-5 (%) for each requested k, each bar labelled with the k used."""
+    from matplotlib.figure import Figure
 
     ks = list(results)
     x = range(len(ks))
-    fig, ax = plt.subplots(figsize=(1.2 * len(ks) + 2.5, 3.2))
+    clamped = any(int(results[k].get("k_used", k)) != int(k) for k in ks)
+    fig = Figure(figsize=(1.4 * len(ks) + 2.5, 3.6 if clamped else 3.2), dpi=100, layout="tight")
+    ax = fig.subplots()
     ax.bar([i - 0.2 for i in x], [results[k]["top1"] for k in ks], 0.4, label="top-1")
     ax.bar([i + 0.2 for i in x], [results[k]["top5"] for k in ks], 0.4, label="top-5")
     for i, k in zip(x, ks, strict=True):
         ax.text(i - 0.2, results[k]["top1"], f"{results[k]['top1']:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set(xticks=list(x), xticklabels=[f"k={k}" for k in ks], ylabel="%", ylim=(0, 105), title=title)
+    ax.set(xticks=list(x), ylabel="%", ylim=(0, 105), title=title)
+    ax.set_xticklabels([k_label(k, results[k]) for k in ks], fontsize=8 if clamped else None)
     ax.legend(loc="lower right")
-    fig.tight_layout()
+    return fig
+
+
+def plot(results: dict[str, dict], path: Path, title: str) -> Path:
+    """PNG: top-1 and top-5 (%) for each k (see `knn_figure`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_image_atomic(path, knn_figure(results, title))
     return Path(path)

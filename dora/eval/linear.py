@@ -9,9 +9,12 @@ CenterCrop 224 (DALI or torchvision, extracted once: the encoder is frozen, so e
 validation features). Reported: top-1 of every epoch, the best over epochs (what DINO and the paper
 report) and the last one.
 
-Resume: OUT/checkpoint.pth (atomic) after each epoch holds the classifier, the optimizer and the history;
-epoch e draws its order and augmentations from seed (seed, e) only, so a run killed at any moment and
-started again gives the same per-epoch numbers as one that was never stopped.
+Resume: OUT/checkpoint.pth (atomic) after each epoch holds the classifier, the optimizer, the history and
+the protocol it was made with: the checkpoint's sha256 (its content, not its path), how the encoder was
+built, and every setting that changes the numbers. A rerun resumes only when all of them match; otherwise
+it stops with one line naming what differs, or starts again with `restart`. Epoch e draws its order from
+seed (seed, e) and image i's view from (seed, e, i) only (TrainViews), so the workers may change, and a run
+killed at any moment and started again gives the same per-epoch numbers as one that was never stopped.
 `cached`: features of the un-augmented training images extracted once (a deviation, recorded).
 """
 
@@ -29,13 +32,15 @@ from tqdm import tqdm
 
 from dora.checkpoint import save_atomic
 from dora.eval.features import autocast, extract, feature_dim, last_blocks_feature
-from dora.eval.images import Split, eval_batches, load_layout, torch_batches, train_transform
+from dora.eval.images import Split, TrainViews, eval_batches, load_layout, one_class_note, torch_batches
 from pipeline.errors import InputError
-from pipeline.files import write_text_atomic
+from pipeline.files import save_image_atomic, write_text_atomic
 
 CACHED_DEVIATION = ("cached-features: the linear layer is trained on features of the un-augmented training "
                     "images (Resize + CenterCrop), extracted once; DINO trains on RandomResizedCrop + flip")
-FREE = {"workers"}  # may change between a run and its resumption
+FREE = {"workers"}  # may change between a run and its resumption (no number depends on them)
+OUTPUTS = ("checkpoint.pth", "metrics.jsonl", "metrics.json", "linear_curve.png", "features_train.pth",
+           "features_val.pth")  # what --restart removes
 
 
 @dataclass
@@ -84,10 +89,14 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> di
 class LinearProbe:
     """One linear-probe run writing OUT/checkpoint.pth, OUT/metrics.jsonl and OUT/linear_curve.png."""
 
-    def __init__(self, encoder, data: Path, out: Path, p: LinearParams, quiet: bool = False, say=print):
-        self.enc, self.out, self.p, self.quiet, self.say = encoder, Path(out), p, quiet, say
+    def __init__(self, encoder, data: Path, out: Path, p: LinearParams, quiet: bool = False, say=print,
+                 restart: bool = False):
+        self.enc, self.out, self.p, self.quiet, self.say, self.restart = encoder, Path(out), p, quiet, say, restart
         self.train, self.val = load_layout(data)
         self.num_classes = len(self.train.classes)
+        self.note = one_class_note(self.num_classes, f"{data}/train")
+        if self.note:
+            say(f"warning: {self.note}")
         model, n, avg = encoder.model, p.n_last_blocks, p.avgpool
         if not 1 <= n <= encoder.depth:
             raise InputError(f"--n-last-blocks {n}: the encoder has {encoder.depth} blocks")
@@ -99,7 +108,7 @@ class LinearProbe:
     def _features(self, split: Split, name: str) -> torch.Tensor:
         """Un-augmented features of `split`, cached in OUT/features_NAME.pth for resumption."""
         path = self.out / f"features_{name}.pth"
-        key = {"checkpoint": str(self.enc.checkpoint), "key": self.enc.key, "n": len(split),
+        key = {**self._encoder_key(), "n": len(split),
                **{k: v for k, v in asdict(self.p).items() if k in ("n_last_blocks", "avgpool", "precision",
                                                                    "resize", "crop", "decoder")}}
         if path.exists():
@@ -113,20 +122,27 @@ class LinearProbe:
         save_atomic({"key": key, "feat": feat.cpu()}, path)
         return feat
 
+    def _encoder_key(self) -> dict:
+        """What the features depend on besides the settings: the checkpoint's content and how it was built."""
+        e = self.enc
+        return {"checkpoint_sha256": e.sha256(), "key": e.key, "arch": e.arch, "num_heads": e.num_heads,
+                "pos_embed": e.pos_embed}
+
     def _protocol(self) -> dict:
-        return {k: v for k, v in asdict(self.p).items() if k not in FREE} | {
-            "checkpoint": str(self.enc.checkpoint), "key": self.enc.key, "num_classes": self.num_classes,
-            "n_train": len(self.train)}
+        return {k: v for k, v in asdict(self.p).items() if k not in FREE} | self._encoder_key() | {
+            "num_classes": self.num_classes, "n_train": len(self.train), "n_val": len(self.val)}
 
     def _resume(self, clf: nn.Linear, opt: torch.optim.Optimizer) -> tuple[int, list[dict]]:
         path = self.out / "checkpoint.pth"
         if not path.exists():
             return 0, []
         state = torch.load(path, map_location="cpu", weights_only=False)
-        if state["protocol"] != self._protocol():
-            diff = sorted(k for k in state["protocol"] if state["protocol"][k] != self._protocol().get(k))
-            raise InputError(f"{path}: was made with other options ({', '.join(diff[:5])}); use the same ones to "
-                             "resume, or another --out")
+        old, new = state["protocol"], self._protocol()
+        if old != new:
+            diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            was = "; ".join(f"{k} {_short(old.get(k))} -> {_short(new.get(k))}" for k in diff[:3])
+            raise InputError(f"{path}: was made with other options ({', '.join(diff[:5])}): {was}; use the same "
+                             "checkpoint and options to resume, --restart to start again, or another --out")
         clf.load_state_dict(state["linear"])
         opt.load_state_dict(state["optimizer"])
         return state["epoch"], state["history"]
@@ -135,7 +151,6 @@ class LinearProbe:
                      cached: torch.Tensor | None) -> float:
         p = self.p
         seed = p.seed * 1_000_003 + epoch
-        torch.manual_seed(seed)  # augmentations drawn in this process (workers get seeds from `gen`)
         gen = torch.Generator().manual_seed(seed)
         labels = torch.from_numpy(self.train.labels).to(self.device)
         if cached is not None:
@@ -146,9 +161,10 @@ class LinearProbe:
 
             order = torch.randperm(len(self.train), generator=gen).numpy()
             batches = dali_train_batches(self.train, order, p.batch_size, p.workers, self.device, gen, p.crop)
-        else:
-            batches = torch_batches(self.train, p.batch_size, p.workers, train_transform(p.crop), p.crop,
-                                    shuffle=True, generator=gen, pin=self.device.type == "cuda")
+        else:  # image i's view from (seed, epoch, i): the same whatever the workers
+            order = torch.randperm(len(self.train), generator=gen).numpy()
+            batches = torch_batches(self.train, p.batch_size, p.workers, None, p.crop, order=order,
+                                    dataset=TrainViews(self.train, p.crop, seed), pin=self.device.type == "cuda")
         clf.train()
         losses = []
         n_batches = math.ceil(len(self.train) / p.batch_size)
@@ -172,6 +188,9 @@ class LinearProbe:
     def fit(self) -> dict:
         p = self.p
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.restart:  # start again: nothing of an earlier run is reused
+            for name in OUTPUTS:
+                (self.out / name).unlink(missing_ok=True)
         val_feat = self._features(self.val, "val")
         val_labels = torch.from_numpy(self.val.labels).to(self.device)
         cached = self._features(self.train, "train") if p.cached else None
@@ -208,7 +227,14 @@ class LinearProbe:
                "images_per_s": {k: round(v, 2) for k, v in self.rates.items()}}
         if p.cached:
             res["deviation"] = CACHED_DEVIATION
+        if self.note:
+            res["note"] = self.note
         return res
+
+
+def _short(v) -> str:
+    """A protocol value for a one-line message (sha256 digests shortened)."""
+    return f"{v[:12]}…" if isinstance(v, str) and len(v) == 64 else repr(v)
 
 
 def curve(history: list[dict], path: Path) -> Path:
@@ -225,6 +251,6 @@ def curve(history: list[dict], path: Path) -> Path:
     ax[1].plot(ep, [h["train_loss"] for h in history], marker="o", ms=3, color="tab:red")
     ax[1].set(xlabel="epoch", ylabel="train loss")
     fig.tight_layout()
-    fig.savefig(path)
+    save_image_atomic(path, fig)
     plt.close(fig)
     return path

@@ -47,7 +47,8 @@ def read_ids(root: Path, image_set: str, kind: str = "Main") -> list[str]:
 
 
 def parse_xml(path: Path) -> tuple[np.ndarray, list[str], list[bool], list[bool]]:
-    """Boxes [n, 4] (x1 - 1, y1 - 1, x2, y2: VOC's inclusive 1-based pixels as edges), names, difficult, truncated."""
+    """Boxes [n, 4] (x1 - 1, y1 - 1, x2, y2: VOC's inclusive 1-based pixels as edges), names, difficult,
+    truncated. A box with xmin > xmax or ymin > ymax is an InputError (before any work is done)."""
     try:
         tree = ET.parse(path)
     except (ET.ParseError, OSError) as e:
@@ -61,8 +62,13 @@ def parse_xml(path: Path) -> tuple[np.ndarray, list[str], list[bool], list[bool]
             x1, y1, x2, y2 = (float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
         except (TypeError, ValueError):
             raise InputError(f"{path}: a <bndbox> without numeric xmin/ymin/xmax/ymax") from None
+        name = (obj.findtext("name") or "").strip()
+        for lo, hi, a, b in (("xmin", "xmax", x1, x2), ("ymin", "ymax", y1, y2)):
+            if a > b:  # LOST would keep it as a box no prediction can match; it is a broken annotation
+                raise InputError(f"{path}: object {name!r} box (xmin, ymin, xmax, ymax) = ({x1:g}, {y1:g}, {x2:g}, "
+                                 f"{y2:g}) has {lo} {a:g} > {hi} {b:g}; fix the annotation")
         boxes.append([int(x1) - 1, int(y1) - 1, int(x2), int(y2)])
-        names.append((obj.findtext("name") or "").strip())
+        names.append(name)
         diff.append((obj.findtext("difficult") or "0").strip() == "1")
         trunc.append((obj.findtext("truncated") or "0").strip() == "1")
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), names, diff, trunc

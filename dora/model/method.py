@@ -132,8 +132,9 @@ class DoRA(nn.Module):
         n = toks.shape[1] - self.prefix
         grid = (globals_.shape[-2] // self.patch, globals_.shape[-1] // self.patch)
         heads = tracker.choose_heads(num_heads(self.teacher.backbone), d.num_objects, gen)
-        if d.mask_source == "random":
-            maps = tracker.random_block_maps((b, t, v * d.num_objects), grid, gen)
+        if d.mask_source == "random":  # Table 2c: iBOT's masks (10-50 % hidden), or blocks kept (dora.random_mask)
+            draw = tracker.ibot_block_maps if d.random_mask == "ibot" else tracker.random_block_maps
+            maps = draw((b, t, v * d.num_objects), grid, gen)
             return logits, maps.reshape(b, t, v, d.num_objects, n).to(globals_.device), heads, cls
         first = lambda x: x.reshape(b, t, v, *x.shape[1:])[:, 0].flatten(0, 1)  # noqa: E731 (t0 of each view)
         if d.mask_source == "random_prototypes":  # Table 2c's random rows: random blocks replace A_I in eq. 2

@@ -127,8 +127,10 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 
 def random_block_maps(shape: tuple[int, int, int], grid: tuple[int, int], generator: torch.Generator,
                       keep: tuple[float, float] = (0.1, 0.5)) -> torch.Tensor:
-    """Table 2c's random block-wise masks, [B, T, k, n] in {0, 1}: each keeps a random union of
-    rectangles (aspect 0.3-3.3, BEiT/iBOT style) covering a fraction in `keep` of the patches."""
+    """Random block-wise maps, [B, T, k, n] in {0, 1}: each is a random union of rectangles (aspect
+    0.3-3.3) covering a fraction in `keep` of the patches (at least the drawn fraction). As masks
+    (dora.random_mask=keep) the student sees only these 10-50 %; as A_I (random_prototypes) they
+    are the pooled regions."""
     b, t, k = shape
     gh, gw = grid
     n = gh * gw
@@ -147,6 +149,40 @@ def random_block_maps(shape: tuple[int, int, int], grid: tuple[int, int], genera
             left = int(u() * (gw - w + 1))
             m[top:top + h, left:left + w] = 1
     return out.reshape(b, t, k, n)
+
+
+def ibot_block_maps(shape: tuple[int, int, int], grid: tuple[int, int], generator: torch.Generator,
+                    ratio: tuple[float, float] = (0.1, 0.5)) -> torch.Tensor:
+    """Table 2c's random block-wise masks as iBOT draws them (BEiT's block generator), [B, T, k, n] in
+    {0, 1}, 1 = visible: per map a masked ratio r ~ U(ratio) (iBOT: pred_ratio 0.3 +- 0.2); blocks of
+    at least (min(gh, gw) // 3)^2 patches, aspect 0.3-3.3, are hidden while they add no more than the
+    r * n patches still to hide; 10 failed tries end the map. So 50-90 % of the patches stay visible."""
+    b, t, k = shape
+    gh, gw = grid
+    n, low = gh * gw, (min(gh, gw) // 3) ** 2
+    log_aspect = (math.log(0.3), math.log(1 / 0.3))
+    hidden = torch.zeros(b * t * k, gh, gw)
+    u = lambda: float(torch.rand((), generator=generator))  # noqa: E731
+    for m in hidden:
+        target, count = (ratio[0] + (ratio[1] - ratio[0]) * u()) * n, 0
+        while count < target:
+            room, added = target - count, 0
+            for _ in range(10):
+                area = low + (room - low) * u()
+                aspect = math.exp(log_aspect[0] + (log_aspect[1] - log_aspect[0]) * u())
+                h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+                if not (w < gw and h < gh):
+                    continue
+                top, left = int(u() * (gh - h + 1)), int(u() * (gw - w + 1))
+                new = h * w - int(m[top:top + h, left:left + w].sum())
+                if 0 < new <= room:  # a block that hides new patches without overshooting
+                    m[top:top + h, left:left + w] = 1
+                    added = new
+                    break
+            if not added:
+                break
+            count += added
+    return 1 - hidden.reshape(b, t, k, n)
 
 
 def map_entropy(maps: torch.Tensor) -> torch.Tensor:

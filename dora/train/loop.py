@@ -14,23 +14,24 @@ import yaml
 
 from dora import checkpoint as ckpt
 from dora.config import Config
-from dora.data import BatchSource, ImageSource, Loader, choose_backend, render_host_batch
+from dora.data import BatchSource, ImageSource, Loader, choose_backend
 from dora.model import DoRA, map_entropy, mask_coverage
 from dora.train.bad_clips import BadClips
 from dora.train.distributed import gather, rng_state, set_rng_state, setup_distributed
 from dora.train.health import CollapseWatch, statistics
 from dora.train.monitor import Monitor, TrackingSheets
-from dora.train.plan import RunPlan, StepTimer
+from dora.train.plan import RunPlan, StepTimer, check_memory, cpu_notice, probe_clip_seconds
 from dora.train.schedules import build_optimizer, total_steps
 from dora.train.step import TrainStep
 from pipeline.errors import InputError, TrainingDiverged
+from pipeline.files import write_text_atomic
 from pipeline.format import ShardFolder
 
 # keys that may change between a checkpoint and its resumption (they do not change the numbers)
 FREE_KEYS = {"train.checkpoint_every", "train.log_every", "train.maps_every", "train.num_workers", "train.loader",
              "train.epochs", "train.max_bad_fraction", "eval.knn_data", "eval.every_epochs", "eval.knn_k",
              "eval.knn_temperature", "eval.knn_crop", "eval.knn_batch_size", "train.keep_checkpoints",
-             "train.collapse_logs", "train.collapse_entropy", "train.collapse_mass"}
+             "train.collapse_logs", "train.collapse_entropy", "train.collapse_mass", "train.memory_check"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -43,14 +44,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-# keys added after checkpoints were first written: the value that reproduces what such a checkpoint ran
-OLD_MEANING = {"loss.teacher_temp_per": "step"}
+# keys added after checkpoints were first written: the value that reproduces what such a checkpoint ran,
+# and the setting under which the key matters at all (None: always)
+OLD_MEANING = {"loss.teacher_temp_per": ("step", None), "dora.random_mask": ("keep", ("dora.mask_source", "random"))}
 
 
 def _check_same(saved: dict, cfg: Config, path: Path) -> None:
     a, b = _flat(saved), _flat(cfg.to_dict())
-    for key, value in OLD_MEANING.items():
+    for key, (value, when) in OLD_MEANING.items():
         if key not in a:
+            if when is not None and a.get(when[0]) != when[1]:
+                a[key] = b.get(key)  # the key changes nothing in this run
+                continue
             a[key] = value
             if b.get(key) != value:
                 raise InputError(f"{path}: was made before {key} existed, with {key}={value}; resume with the "
@@ -148,17 +153,18 @@ class Trainer:
         return ckpt.save_step(self.run, self.step, state, t.keep_checkpoints, t.keep_every) if self.rank == 0 else None
 
     def _tracking_sheets(self) -> TrackingSheets | None:
-        """Rank 0 draws view 0 of the first clip of batch 0 (its stream) with the tracked objects."""
+        """Rank 0 draws the first clip of batch 0 (its stream), un-augmented, with the tracked objects."""
         if self.rank != 0 or self.cfg.dora.method != "dora":
             return None
-        clip = render_host_batch(self._source(0, 1)(0), self.cfg.data, self.cfg.dora.global_views)["globals"]
-        return TrackingSheets(self.model, clip[:1, :, :1].to(self.device), self.run / "maps", self.cfg.train.seed)
+        return TrackingSheets.of_batch(self.model, self._source(0, 1)(0), self.cfg, self.run / "maps", self.device)
 
     def fit(self, quiet: bool = False) -> dict:
         cfg = self.cfg
+        if self.device.type == "cpu" and self.step < self.total and cfg.train.memory_check:
+            check_memory(cfg, self.model.student.backbone)  # before the kernel kills a run that cannot fit
         if self.rank == 0:
             self.run.mkdir(parents=True, exist_ok=True)
-            (self.run / "config.yaml").write_text(yaml.safe_dump(_flat(cfg.to_dict()), sort_keys=True))
+            write_text_atomic(self.run / "config.yaml", yaml.safe_dump(_flat(cfg.to_dict()), sort_keys=True))
         backend = choose_backend(cfg.train.loader)
         loader = Loader(self.source, self.step, self.device, backend, cfg.train.num_workers) \
             if self.step < self.total else None
@@ -169,6 +175,10 @@ class Trainer:
         if self.step == 0 and sheets is not None:
             sheets.draw(self.step, monitor)
         self._say(self.plan.describe())
+        if self.device.type == "cpu" and self.step < self.total and self.rank == 0:
+            m = self.model
+            self._say(cpu_notice(self.plan, probe_clip_seconds(m.student.backbone, m.teacher.backbone, cfg),
+                                 cfg.train.precision))
         if fresh and self.knn is not None:  # the random init: where the k-NN curve starts
             self.knn.log(monitor, 0, self.knn.evaluate(self.model.teacher.backbone))
         if fresh and (self.total == 0 or cfg.train.keep_every > 0):  # train.epochs=0, or a milestone

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dora.train.viz import tracking_sheet
+from dora.data import render_host_batch
+from dora.train.viz import teacher_frames, tracking_sheet
 from pipeline.files import write_text_atomic
 
 
@@ -73,8 +74,25 @@ class TrackingSheets:
     """The same clip drawn with the teacher's tracked objects as training goes on (like Figure 4): heads
     come from a generator seeded with the run's seed, so the pictures differ only by the weights."""
 
-    def __init__(self, model, clip: torch.Tensor, folder: Path, seed: int):
+    def __init__(self, model, clip: torch.Tensor, folder: Path, seed: int, frames: list | None = None,
+                 times: list[float] | None = None, video: str = ""):
         self.model, self.clip, self.folder, self.seed = model, clip, folder, seed
+        self.frames, self.times, self.video = frames, times, video  # frames: the stored (un-augmented) ones
+
+    @classmethod
+    def of_batch(cls, model, hb, cfg, folder: Path, device) -> TrackingSheets:
+        """The first clip of HostBatch `hb` whose frames decode, un-augmented (short side data.global_size,
+        as `teacher_frames` makes it); view 0 of the augmented clip when none decodes."""
+        for clip, jpegs in zip(hb.clips, hb.jpegs, strict=True):
+            try:
+                frames, x = teacher_frames(jpegs, cfg.data.global_size, model.patch)
+            except OSError:
+                continue
+            times = list(clip.times) if len(frames) > 1 else None  # a one-frame clip: an image (DoRA*)
+            return cls(model, x[None, :, None].to(device), folder, cfg.train.seed, frames, times,
+                       Path(clip.video).name)
+        views = render_host_batch(hb, cfg.data, cfg.dora.global_views)["globals"]
+        return cls(model, views[:1, :, :1].to(device), folder, cfg.train.seed)
 
     @torch.no_grad()
     def draw(self, step: int, monitor: Monitor) -> None:
@@ -87,6 +105,10 @@ class TrackingSheets:
             return
         clip, patch = self.clip, self.model.patch
         grid = (clip.shape[-2] // patch, clip.shape[-1] // patch)
-        path = tracking_sheet(clip[0, :, 0], maps[0, :, 0], grid, self.folder / f"step_{step:08d}.png",
-                              f"step {step}: k={maps.shape[3]} tracked objects (teacher)")
+        what = "augmented view 0" if self.frames is None else \
+            f"the un-augmented {'frames' if len(self.frames) > 1 else 'image'} of {self.video}"
+        path = tracking_sheet(clip[0, :, 0] if self.frames is None else self.frames, maps[0, :, 0], grid,
+                              self.folder / f"step_{step:08d}.png",
+                              f"step {step}: k={maps.shape[3]} tracked objects (teacher) on {what}, teacher input "
+                              f"{clip.shape[-1]}x{clip.shape[-2]}", times=self.times)
         monitor.image(path, step)

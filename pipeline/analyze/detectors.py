@@ -57,7 +57,11 @@ class DetectorOptions:
 
 
 class OfflineDetector:
-    """People (OpenCV HOG, on a copy 640 px wide) and faces (CenterFace). Sees 2 classes only."""
+    """People (OpenCV HOG, on a copy 640 px wide) and faces (CenterFace). Sees 2 classes only.
+
+    Boxes are in pixels of the frame given to `detect`. A person's score is the HOG SVM's margin (not a
+    probability; kept above the threshold), a face's is CenterFace's confidence.
+    """
 
     name = "offline (OpenCV HOG people + CenterFace faces)"
     classes = ["person", "face"]
@@ -70,15 +74,25 @@ class OfflineDetector:
         self.faces = FaceDetector(FaceSettings(threshold=threshold, detect_short_side=480))
         self.threshold = threshold
 
-    def __call__(self, rgb: np.ndarray) -> list[str]:
+    def detect_one(self, rgb: np.ndarray) -> list[Detection]:
+        """The people and faces of one RGB frame, with their boxes and scores."""
         h, w = rgb.shape[:2]
         scale = min(1.0, 640 / w)
         small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         boxes, weights = self.hog.detectMultiScale(gray, winStride=(8, 8), padding=(8, 8), scale=1.05)
-        people = int(np.sum(np.asarray(weights).reshape(-1) > self.threshold)) if len(boxes) else 0
-        faces = len(self.faces.detect(np.ascontiguousarray(rgb[:, :, ::-1])))
-        return ["person"] * people + ["face"] * faces
+        found = []
+        for (x, y, bw, bh), score in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1),
+                                         strict=True):
+            if score > self.threshold:  # HOG boxes are in the 640 px copy: back to the frame's pixels
+                box = tuple(round(float(v) / scale, 1) for v in (x, y, x + bw, y + bh))
+                found.append(Detection("person", round(float(score), 4), box))
+        for x0, y0, x1, y1, score in self.faces.detect(np.ascontiguousarray(rgb[:, :, ::-1])):
+            found.append(Detection("face", round(float(score), 4), tuple(round(float(v), 1) for v in (x0, y0, x1, y1))))
+        return found
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect_one(f) for f in frames]
 
 
 def torchvision_state_dict(key: str, weights_file: Path | None, offline: bool, quiet: bool = True) -> dict:
@@ -148,12 +162,20 @@ class TorchvisionDetector:
                 for o in outs]
 
 
+NO_BOX = (float("nan"),) * 4
+
+
+def has_box(d: Detection) -> bool:
+    """False for the detections of a plug-in that names classes only (no box, no score)."""
+    return d.box[0] == d.box[0]
+
+
 def detect_batch(det, frames: list[np.ndarray]) -> list[list[Detection]]:
-    """Run any detector on a batch; plug-ins that return class names get boxes of NaN and score 1."""
+    """Run any detector on a batch; plug-ins that return class names only get no box and no score (NaN),
+    which detections.csv writes as empty cells."""
     if hasattr(det, "detect"):
         return det.detect(frames)
-    nan = (float("nan"),) * 4
-    return [[Detection(str(x), 1.0, nan) for x in det(f)] for f in frames]
+    return [[Detection(str(x), float("nan"), NO_BOX) for x in det(f)] for f in frames]
 
 
 def threshold_for(spec: str, opts: DetectorOptions) -> float:

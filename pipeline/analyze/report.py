@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from pipeline.analyze.detectors import has_box
 from pipeline.files import atomic_open, write_json_atomic
 
 SCHEMA_VERSION = 2
@@ -35,7 +36,7 @@ def write_csvs(out: Path, results: list[dict]) -> list[Path]:
             (r["name"], i, a, b) for r in results
             for i, (a, b) in enumerate(zip([0.0, *r["cuts_s"]], [*r["cuts_s"], r["duration_s"]], strict=True))]),
         "detections.csv": (["video", "t_s", "class", "score", "x0", "y0", "x1", "y1"], [
-            (r["name"], *row) for r in results for row in r.get("detections", [])]),
+            (r["name"], *_blank_nan(row)) for r in results for row in r.get("detections", [])]),
     }
     paths = []
     for name, (header, data) in rows.items():
@@ -46,6 +47,11 @@ def write_csvs(out: Path, results: list[dict]) -> list[Path]:
             w.writerows(data)
         paths.append(p)
     return paths
+
+
+def _blank_nan(row: tuple) -> tuple:
+    """A detection row with NaN (a detector that gives no score or box) as an empty CSV cell."""
+    return tuple("" if isinstance(v, float) and v != v else v for v in row)
 
 
 def legend_label(r: dict) -> str:
@@ -114,7 +120,8 @@ def write_figures(out: Path, results: list[dict], detector: str) -> list[Path]:
 
 
 def write_examples(out: Path, results: list[dict], detector: str) -> Path:
-    """detections.png: for each input, the sample with the most classes, with its boxes and labels."""
+    """detections.png: for each input, the sample with the most classes, with its boxes and labels (for a
+    detector without boxes, the classes it named, in words)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,15 +138,20 @@ def write_examples(out: Path, results: list[dict], detector: str) -> Path:
         if ex["frame"] is None:
             continue
         ax.imshow(ex["frame"])
-        for d in sorted(ex["detections"], key=lambda d: -d.score)[:25]:
+        dets = ex["detections"]
+        boxed = sorted((d for d in dets if has_box(d)), key=lambda d: -d.score)[:25]
+        for d in boxed:
             x0, y0, x1, y1 = d.box
-            if x1 != x1:  # a plug-in without boxes
-                continue
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, color="yellow"))
             ax.text(x0, y0, f"{d.label} {d.score:.2f}", fontsize=6, color="black", va="bottom",
                     bbox={"facecolor": "yellow", "alpha": 0.7, "pad": 0.5, "lw": 0})
-        ax.set_title(f"{r.get('label') or r['name']} at {ex['t']:.1f} s: {len(ex['detections'])} objects, "
-                     f"{len({d.label for d in ex['detections']})} classes", fontsize=8)
+        unboxed = sorted({d.label for d in dets if not has_box(d)})
+        if unboxed:  # a detector that names classes only: say so instead of drawing nothing
+            ax.text(0.01, 0.99, "no boxes (the detector gives class names only): " + ", ".join(unboxed[:12]),
+                    transform=ax.transAxes, fontsize=6, va="top", wrap=True,
+                    bbox={"facecolor": "white", "alpha": 0.8, "pad": 1, "lw": 0})
+        ax.set_title(f"{r.get('label') or r['name']} at {ex['t']:.1f} s: {len(dets)} objects, "
+                     f"{len({d.label for d in dets})} classes", fontsize=8)
     fig.suptitle(f"detector: {detector}", fontsize=8)
     fig.tight_layout()
     p = out / "detections.png"

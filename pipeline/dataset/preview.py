@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from pipeline.dataset.clips import Clip, ClipSampler
+from pipeline.files import save_image_atomic
 
 LABEL_H = 14
 
@@ -35,5 +36,5 @@ def clip_grid(sampler: ClipSampler, clips: list[Clip], path: Path, thumb_w: int 
             sheet.paste(im, (c * (thumb_w + 2), y + LABEL_H))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    save_image_atomic(path, sheet)
     return path

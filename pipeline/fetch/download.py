@@ -8,16 +8,20 @@ resumes them with HTTP ranges, so a kill at any moment followed by a rerun ends 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import json
 import os
 import re
 import shutil
+import socket
 import sysconfig
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
@@ -217,26 +221,87 @@ class _Failed(Exception):
     pass
 
 
-def fetch_one(entry: Entry, opts: FetchOptions, archive: Path) -> Outcome:
+class NoNetwork(InputError):
+    """Not one host of the catalog resolves (or the first connection finds no route): said once, exit 2."""
+
+
+def short_error(text: str, most: int = 200) -> str:
+    """yt-dlp's error without its repeated '(caused by ...)' tail, at most `most` characters."""
+    text = text.split(" (caused by ", 1)[0].strip()
+    return text if len(text) <= most else text[:most - 3].rstrip() + "..."
+
+
+class Network:
+    """Name resolution of the catalog's hosts, each looked up once, before anything is downloaded.
+
+    When not one host resolves (no network), the run stops at the first video that needs a download,
+    with one line (`NoNetwork`), instead of retrying every video. A single host that does not
+    resolve fails its videos at once, without retries and without a folder. Behind a proxy (the
+    *_proxy variables) local name resolution says nothing, so nothing is checked.
+    """
+
+    def __init__(self, entries: list[Entry]):
+        self.hosts = list(dict.fromkeys(urlparse(e.url).hostname or "" for e in entries))
+        self.errors: dict[str, str | None] = {}
+        self.proxied = bool(urllib.request.getproxies())
+        self.reached = False  # some request of this run got through
+
+    def resolve(self, host: str) -> str | None:
+        """Why `host` cannot be resolved (None: it can)."""
+        if host not in self.errors:
+            try:
+                socket.getaddrinfo(host, None)
+                self.errors[host] = None
+            except (socket.gaierror, UnicodeError) as e:
+                self.errors[host] = getattr(e, "strerror", None) or str(e)
+        return self.errors[host]
+
+    def check(self, entry: Entry) -> str | None:
+        """None when `entry`'s host resolves, else its one-line failure; NoNetwork when no host resolves."""
+        host = urlparse(entry.url).hostname or ""
+        if self.proxied or (err := self.resolve(host)) is None:
+            return None
+        if not self.reached and all(self.resolve(h) is not None for h in self.hosts):
+            raise NoNetwork(f"no network: cannot resolve {', '.join(self.hosts[:3])} ({err}); nothing was "
+                            "downloaded: connect to the internet (or fix the catalog's URLs) and rerun")
+        return f"{entry.name}: cannot resolve the host {host} of {entry.url} ({err}); check the URL"
+
+    def failed(self, message: str) -> None:
+        """A download failed: with no request through yet and no route to any host, that is no network."""
+        if not self.reached and "Network is unreachable" in message:
+            raise NoNetwork(f"no network: {short_error(message)}; connect to the internet and rerun")
+
+
+def fetch_one(entry: Entry, opts: FetchOptions, archive: Path, net: Network | None = None) -> Outcome:
     folder = opts.out / entry.name
     existing = verify_existing(folder, entry, opts)
     if existing is not None:
         return Outcome(entry.name, "verified", existing, "already downloaded, checksum ok")
     check_youtube_runtime(entry)
+    net = net or Network([entry])
+    problem = net.check(entry)
+    if problem:
+        return Outcome(entry.name, "failed", None, problem)
+    existed = folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     wait = opts.retry_wait
     for attempt in range(opts.retries + 1):
         try:
             path, note = _download(entry, folder, opts)
+            net.reached = True
             break
         except _Refused as e:
+            net.reached = True
             return Outcome(entry.name, "refused", None, str(e))
         except _Failed as e:
             if any(s in str(e) for s in ("No space left", "Disk quota", "File too large")):
                 raise InputError(f"{folder}: disk full while downloading {entry.name} ({e}); free space and "
                                  "rerun: the partial download resumes") from None
+            net.failed(str(e))
             if attempt == opts.retries:
-                return Outcome(entry.name, "failed", None, f"{entry.name}: {entry.url}: {e} "
+                if not existed and not any(folder.iterdir()):
+                    folder.rmdir()  # nothing was written: leave no empty folder
+                return Outcome(entry.name, "failed", None, f"{entry.name}: {entry.url}: {short_error(str(e))} "
                                f"(after {attempt + 1} attempts; rerun to resume)")
             time.sleep(wait)
             wait *= 2
@@ -261,12 +326,23 @@ def fetch_one(entry: Entry, opts: FetchOptions, archive: Path) -> Outcome:
 
 
 def fetch(entries: list[Entry], opts: FetchOptions) -> list[Outcome]:
-    """Fetch each entry in turn; disk-full and unwritable folders stop everything with one line."""
+    """Fetch each entry in turn; disk-full, unwritable folders and no network stop everything with one line
+    (no network: after removing the empty folders this run made)."""
+    made = [p for p in (opts.out, *opts.out.parents) if not p.exists()]  # deepest first
+    archive = opts.out / "archive.jsonl"
+    new_archive = not archive.exists()
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
-        archive = opts.out / "archive.jsonl"
         archive.touch()
-        return [fetch_one(e, opts, archive) for e in entries]
+        net = Network(entries)
+        return [fetch_one(e, opts, archive, net) for e in entries]
+    except NoNetwork:
+        if new_archive and archive.exists() and archive.stat().st_size == 0:
+            archive.unlink()
+        for p in made:
+            with contextlib.suppress(OSError):  # only empty folders go
+                p.rmdir()
+        raise
     except OSError as e:
         if e.errno in DISK_FULL:
             raise InputError(f"{opts.out}: disk full while downloading ({e.strerror}); free space and rerun: "

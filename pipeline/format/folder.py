@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,28 @@ from pipeline.errors import InputError
 FORMAT_VERSION = 1  # of dataset.json and the frame tables
 INDEX = "dataset.json"
 WORK = ".work"
+
+
+@dataclass(frozen=True)
+class WorkVideo:
+    """A video `shard` recorded under .work: how many of its work units are complete."""
+
+    name: str
+    source: str
+    done: int
+    total: int
+    record: dict  # its video.json
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.total
+
+
+def describe_unfinished(videos: list[WorkVideo], most: int = 4) -> str:
+    """'2 videos are unfinished: a (1 of 4 units), b (0 of 2 units)' (at most `most` named)."""
+    named = ", ".join(f"{v.name} ({v.done} of {v.total} units)" for v in videos[:most])
+    more = f" and {len(videos) - most} more" if len(videos) > most else ""
+    return f"{len(videos)} video{'s are' if len(videos) > 1 else ' is'} unfinished: {named}{more}"
 
 
 @dataclass(frozen=True)
@@ -57,8 +80,7 @@ class ShardFolder:
     def require_finished(self) -> Path:
         """The index path; InputError (one line, with what to run) when the folder is not a finished one."""
         if not self.index.exists():
-            hint = (f"units are still pending: run `dora-data index {self.root}`" if self.work.exists()
-                    else f"make it with `dora-data shard --out {self.root}`")
+            hint = self.next_step() if self.work.exists() else f"make it with `dora-data shard --out {self.root}`"
             raise InputError(f"{self.index}: not found, {self.root} is not a finished shard folder; {hint}")
         return self.index
 
@@ -68,8 +90,10 @@ class ShardFolder:
             return None
         try:
             return json.loads(self.index.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{self.index}: not valid JSON ({e.msg}); rebuild with `dora-data index`") from None
+        except json.JSONDecodeError as e:  # written atomically, so damaged afterwards: the units are gone
+            raise InputError(f"{self.index}: not valid JSON ({e.msg}); it was damaged after it was written and "
+                             f"cannot be rebuilt from the shards: move {self.root} aside and run `dora-data shard` "
+                             f"again with the same inputs and options (--out {self.root})") from None
 
     # ---- work in progress
     @property
@@ -95,6 +119,36 @@ class ShardFolder:
 
     def unit_blob(self, video: str, index: int) -> Path:
         return self.video_work(video) / f"{self.unit_name(index)}.jpg.bin"
+
+    def work_videos(self, exclude: Collection[str] = ()) -> list[WorkVideo]:
+        """The videos catalogued under .work (by `shard`'s probe), but not in `exclude`, in name order."""
+        found = []
+        for vdir in sorted(self.work.iterdir()) if self.work.exists() else []:
+            record = self.video_record(vdir.name)
+            if not record.exists():
+                continue
+            meta = json.loads(record.read_text())
+            if meta["name"] in exclude:
+                continue
+            done = sum(self.unit_record(vdir.name, i).exists() for i in range(meta["n_units"]))
+            found.append(WorkVideo(meta["name"], meta["source"], done, meta["n_units"], meta))
+        return found
+
+    def next_step(self) -> str:
+        """What to run on a folder with work in progress (a killed or partial `shard`), as advice text."""
+        videos = self.work_videos(exclude=self.indexed_names())
+        unfinished = [v for v in videos if not v.complete]
+        if unfinished:
+            return (f"{describe_unfinished(unfinished)}: rerun `dora-data shard` with the same inputs and options "
+                    f"(--out {self.root}; it resumes where it stopped)")
+        if videos:
+            return f"all work units are done: run `dora-data index {self.root}`"
+        return f"no video was recorded yet: rerun `dora-data shard --out {self.root}` with your inputs"
+
+    def indexed_names(self) -> set[str]:
+        """Names of the videos dataset.json holds (none without one)."""
+        meta = self.read_index()
+        return {v["name"] for v in meta["videos"]} if meta is not None else set()
 
     def saved_settings(self) -> dict | None:
         """The shard options this folder was made with (pending units' settings.json, else dataset.json's)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputError
 from pipeline.files import atomic_open
 
 TABLE_FIELDS = ("t", "index", "shot", "faces", "blurred", "shard", "offset", "size")
@@ -35,5 +37,15 @@ class FrameTable:
 
     @classmethod
     def load(cls, path: Path) -> FrameTable:
-        with np.load(path) as z:
-            return cls(shots=z["shots"], **{k: z[k] for k in TABLE_FIELDS})
+        """The table in `path`; a missing or damaged file is one InputError line saying how to rebuild it."""
+        try:
+            with np.load(path) as z:
+                return cls(shots=z["shots"], **{k: z[k] for k in TABLE_FIELDS})
+        except FileNotFoundError:
+            why = "is missing"
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            why = f"is damaged ({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})"
+        folder = Path(path).parent.parent
+        raise InputError(f"{path}: this video's frame table {why}, so the shard folder {folder} is damaged (its "
+                         "dataset.json lists the video); shard the same inputs again into a new --out (or delete "
+                         f"{folder} first)")

@@ -1,5 +1,7 @@
 """The final step (`dora-data index`): turn complete units into mixed shards, indexes and dataset.json.
 
+A video whose units are not all complete (a killed or partial `shard`) stops the assembly, so that
+dataset.json never silently lacks it; `--drop-incomplete` leaves such videos out on purpose.
 Order of publication makes a kill at any moment harmless: shards are written under temporary
 names and renamed, then frame tables, then `dataset.json` (the commit point), and only then are
 the units deleted. A rerun after a kill repeats the same deterministic assembly.
@@ -11,12 +13,22 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.errors import InputError
 from pipeline.files import write_json_atomic
-from pipeline.format import FORMAT_VERSION, FrameTable, ShardFolder, ShardWriter, read_range
+from pipeline.format import (
+    FORMAT_VERSION,
+    FrameTable,
+    ShardFolder,
+    ShardWriter,
+    WorkVideo,
+    describe_unfinished,
+    read_range,
+)
 from pipeline.shard.cuts import shots_from_cuts
 from pipeline.shard.settings import ShardSettings, WindowGeometry
 from pipeline.shard.units import read_unit
@@ -64,27 +76,48 @@ def _gather(out: Path, meta: dict, geometry: WindowGeometry) -> _Video:
     return video
 
 
-def pending_videos(out: Path, done: set[str]) -> tuple[list[dict], list[str]]:
-    """(videos whose units are all complete, names of videos still missing units)."""
-    ready, waiting = [], []
+def pending_videos(out: Path, done: set[str]) -> tuple[list[dict], list[WorkVideo]]:
+    """(records of videos whose units are all complete, videos still missing units), both not in `done`."""
+    videos = ShardFolder(out).work_videos(exclude=done)
+    return [v.record for v in videos if v.complete], [v for v in videos if not v.complete]
+
+
+class IncompleteVideos(InputError):
+    """Catalogued videos miss work units: assembling now would leave them out of dataset.json silently."""
+
+
+def refuse_incomplete(out: Path, waiting: list[WorkVideo]) -> NoReturn:
+    """One line: which videos are unfinished and the two ways on (finish them, or drop them explicitly)."""
+    sources = ", ".join(v.source for v in waiting[:4])
+    raise IncompleteVideos(
+        f"{out}: {describe_unfinished(waiting)}; rerun shard: `dora-data shard` with the same inputs and options "
+        f"(--out {out}; it resumes and gives the same bytes; sources: {sources}); or leave them out with "
+        f"`dora-data index {out} --drop-incomplete`")
+
+
+def drop_unfinished(out: Path) -> list[WorkVideo]:
+    """`index --drop-incomplete`: delete the work of every catalogued video that misses units, and return
+    them (for the user and dataset.json's "dropped"). Refused when no complete video would remain."""
     folder = ShardFolder(out)
-    work = folder.work
-    for vdir in sorted(work.iterdir()) if work.exists() else []:
-        meta_path = folder.video_record(vdir.name)
-        if not meta_path.exists():
-            continue
-        meta = json.loads(meta_path.read_text())
-        if meta["name"] in done:
-            continue
-        if all(folder.unit_record(vdir.name, i).exists() for i in range(meta["n_units"])):
-            ready.append(meta)
-        else:
-            waiting.append(meta["name"])
-    return ready, waiting
+    indexed = folder.indexed_names()
+    videos = folder.work_videos(exclude=indexed)
+    unfinished = [v for v in videos if not v.complete]
+    if unfinished and not indexed and len(unfinished) == len(videos):
+        raise InputError(f"{out}: no video is complete, nothing would remain to index "
+                         f"({describe_unfinished(unfinished)}); rerun shard: `dora-data shard` with the same inputs "
+                         f"and options (--out {out})")
+    for v in unfinished:
+        shutil.rmtree(folder.video_work(v.name))
+    return unfinished
 
 
-def assemble(out: Path, settings: ShardSettings, quiet: bool = False) -> dict:
-    """Write shards for every video whose units are complete; returns the new dataset.json."""
+def assemble(out: Path, settings: ShardSettings, quiet: bool = False, dropped: list[WorkVideo] = ()) -> dict:
+    """Write shards for every video whose units are complete; returns the new dataset.json.
+
+    While a catalogued video misses units (a killed or partial `shard`), nothing is written and
+    IncompleteVideos is raised (`drop_unfinished` first removes such videos on request; `dropped`
+    names them in dataset.json, so that the dataset says what it lacks).
+    """
     folder = ShardFolder(out)
     index_path = folder.index
     index = folder.read_index() or {
@@ -92,7 +125,15 @@ def assemble(out: Path, settings: ShardSettings, quiet: bool = False) -> dict:
     done = {v["name"] for v in index["videos"]}
     _drop_leftovers(out, done)
     ready, waiting = pending_videos(out, done)
-    index["pending"] = waiting
+    if waiting:
+        refuse_incomplete(out, waiting)
+    index["pending"] = []
+    if dropped:
+        index["dropped"] = index.get("dropped", []) + [
+            {"name": v.name, "source": v.source, "units_done": v.done, "n_units": v.total} for v in dropped]
+    if index.get("dropped"):  # a dropped video sharded again later is no longer dropped
+        now = done | {meta["name"] for meta in ready}
+        index["dropped"] = [d for d in index["dropped"] if d["name"] not in now]
     if not ready:
         if index["videos"]:
             write_json_atomic(index_path, index)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.dataset import fps_warning
 from pipeline.errors import InputError
 from pipeline.files import FolderLock, check_writable, write_json_atomic
 from pipeline.format import ShardFolder
-from pipeline.shard.assemble import assemble
+from pipeline.shard.assemble import assemble, pending_videos, refuse_incomplete
 from pipeline.shard.segment import process_unit
 from pipeline.shard.settings import ShardSettings
 from pipeline.shard.units import Unit, UnitWriter, is_complete, plan_units, select_part
@@ -54,9 +56,11 @@ def _video_record(out: Path, src: Source, info: VideoInfo, settings: ShardSettin
 
 
 def prepare(out: Path, sources: list[Source], settings: ShardSettings, on_error: ErrorPolicy,
-            skipped: list[str]) -> dict[str, tuple[VideoInfo, dict]]:
+            skipped: list[str], on_warning: Callable[[str], None] = lambda message: None
+            ) -> dict[str, tuple[VideoInfo, dict]]:
     """Probe each source and record it under DIR/.work/<name>/video.json. Returns name -> (info, record);
-    names already in the folder go to `skipped`, a source that cannot be used to `on_error`."""
+    names already in the folder go to `skipped`, a source that cannot be used to `on_error`, and a
+    source slower than --fps (its frames would be stored repeatedly) to `on_warning`."""
     done = {}
     meta = ShardFolder(out).read_index()
     if meta is not None:
@@ -72,6 +76,9 @@ def prepare(out: Path, sources: list[Source], settings: ShardSettings, on_error:
                 raise InputError(f"{src.path}: {out} already holds a video named {src.name!r} made from "
                                  f"{old['source']}; rename the file or use another --out")
             info = probe(str(src.path))
+            slow = fps_warning(str(src.path), info.fps, settings.fps)
+            if slow:
+                on_warning(slow)
             record = _video_record(out, src, info, settings)
             meta_path = ShardFolder(out).video_record(src.name)
             if meta_path.exists():
@@ -143,14 +150,20 @@ def run_units(out: Path, videos: dict[str, tuple[VideoInfo, dict]], todo: list[U
 
 
 def run_shard(inputs: list[str], out: Path, settings: ShardSettings, workers: int, part: tuple[int, int] | None,
-              on_error: ErrorPolicy = reraise, quiet: bool = False) -> ShardReport:
-    """The whole `shard` command; a bad input goes to `on_error` (default: stop with its InputError)."""
+              on_error: ErrorPolicy = reraise, quiet: bool = False,
+              on_warning: Callable[[str], None] = lambda message: None) -> ShardReport:
+    """The whole `shard` command; a bad input goes to `on_error` (default: stop with its InputError), a
+    usable but doubtful one (a source slower than --fps) to `on_warning` before any work starts."""
     report = ShardReport()
     sources = resolve_inputs(inputs)
     check_writable(out)
     with FolderLock(out, "dora-data shard", part):  # parts share the folder; anything else is refused
         check_settings(out, settings)
-        videos = prepare(out, sources, settings, on_error, report.skipped)
+        if part is None or part[1] == 1:  # unfinished videos of another run would stop assembly: say so now
+            _, waiting = pending_videos(out, ShardFolder(out).indexed_names() | {src.name for src in sources})
+            if waiting:
+                refuse_incomplete(out, waiting)
+        videos = prepare(out, sources, settings, on_error, report.skipped, on_warning)
         units = [u for name, (info, rec) in videos.items()
                  for u in plan_units(name, info.start_s, info.duration_s, settings.segment_s)]
         mine = select_part(units, part) if part else units

@@ -10,6 +10,7 @@ import av
 
 from pipeline.errors import InputError
 
+STILL_IMAGE_FORMATS = {"image2", "image2pipe"}  # ffmpeg's image demuxers, besides every `*_pipe` one
 REENCODE_HINT = "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4`"
 
 
@@ -52,9 +53,20 @@ def _open(path: str) -> av.container.InputContainer:
         ) from None
 
 
+def _refuse_still_image(container: av.container.InputContainer, path: str) -> None:
+    """ffmpeg opens a JPEG or PNG (whatever its name) as a one-frame "video": refuse it in one line."""
+    fmt = container.format.name
+    if fmt.endswith("_pipe") or fmt in STILL_IMAGE_FORMATS:
+        kind = fmt.removesuffix("_pipe").upper() if fmt.endswith("_pipe") else "still"
+        container.close()
+        raise InputError(f"{path}: is a {kind} image, not a video (one still picture, whatever its name says); "
+                         "give a video file")
+
+
 def open_video_stream(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open `path` and return its container and first video stream, or raise InputError."""
     container = _open(path)
+    _refuse_still_image(container, path)
     if not container.streams.video:
         container.close()
         raise InputError(f"{path}: has no video stream (audio or data only); give a video file")
