@@ -90,10 +90,9 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def load(path: Path) -> dict:
-    """A checkpoint file's contents (a dict), or one InputError line: missing, a folder, not a torch file."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder without checkpoints/step_*.pth; give a checkpoint file or a run folder")
+    """A checkpoint file's (or a run folder's newest) contents, a dict; or one InputError line: missing, a
+    folder without checkpoints, not a torch file."""
+    path = resolve_checkpoint(Path(path))  # a run folder: its newest checkpoint
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
@@ -151,13 +150,24 @@ def load_backbone(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
                          f"unexpected {unexpected[:3]}; check model.arch")
 
 
-def export(ckpt_path: Path, to: str, out: Path, key: str = "teacher") -> Path:
+EXPORT_FORMATS = ("timm", "dino", "hf", "mmseg", "mae", "seqtrack")
+
+
+def export(ckpt_path: Path, to: str, out: Path, key: str = "teacher", metrics: tuple[Path, ...] = ()) -> Path:
     """Write the teacher backbone for timm (`pretrained_cfg_overlay=dict(file=OUT)`) or for DINO's
     evaluation scripts (`--pretrained_weights OUT --checkpoint_key teacher`). A DINO-format file also
     records how the run resampled position embeddings (`pos_embed_resample`, a key DINO's scripts
-    ignore), so `dora-eval` evaluates the export as the run trained."""
+    ignore), so `dora-eval` evaluates the export as the run trained. The dense toolkits' formats (hf,
+    mmseg, mae, seqtrack; `metrics`: metrics.json files for the hf model card) are written by dora.export."""
+    if to not in EXPORT_FORMATS:
+        raise InputError(f"--to {to!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    ckpt_path = resolve_checkpoint(Path(ckpt_path))  # a run folder: its newest checkpoint
     state = load(ckpt_path)
     weights = backbone_weights(state, key)
+    if to not in ("timm", "dino"):
+        from dora.export import write_dense
+
+        return write_dense(to, Path(ckpt_path), state, weights, Path(out), tuple(metrics))
     if to == "timm":
         if out.suffix == ".safetensors":
             from safetensors.torch import save
@@ -173,6 +183,4 @@ def export(ckpt_path: Path, to: str, out: Path, key: str = "teacher") -> Path:
         else:  # an official DoRA/DINO file, or an earlier DINO-format export: DINO's code trained it
             mode = state.get("pos_embed_resample", "dino")
         save_atomic({"teacher": {f"backbone.{k}": v for k, v in weights.items()}, "pos_embed_resample": mode}, out)
-    else:
-        raise InputError(f"--to {to!r}: choose timm or dino")
     return out

@@ -23,6 +23,7 @@ import click
 import torch
 
 from dora.eval import attention_sheet, teacher_model
+from dora.eval_cli_dense import segment
 from pipeline.cli_errors import OneLineGroup, version_option
 from pipeline.errors import InputError
 from pipeline.files import claims_output
@@ -414,5 +415,6 @@ def linear(checkpoint, data, out, epochs, lr, n_last_blocks, avgpool, cached_fea
     click.echo(f"wrote {Path(out) / 'metrics.json'}", err=True)
 
 
+main.add_command(segment)
 if __name__ == "__main__":
     main()

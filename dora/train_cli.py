@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli_errors import DefaultCommandGroup, version_option
-from pipeline.files import FolderLock, check_writable, claims_output, remove_empty
+from pipeline.files import FolderLock, check_writable, remove_empty
 
 # DINO's (and the official DoRA's) main_dino.py flags, and what they are here.
 DINO_FLAGS = {
@@ -63,7 +63,8 @@ def main() -> None:
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": False},
-              epilog="Also: `dora-train export CHECKPOINT --to timm|dino OUT` writes the teacher backbone.")
+              epilog="Also: `dora-train export CHECKPOINT --to timm|dino|hf|mmseg|mae|seqtrack OUT` writes the "
+                     "teacher backbone.")
 @click.option("--shards", "shards", multiple=True, type=click.Path(path_type=Path),
               help="Shard folder from `dora-data shard` (repeat for several).")
 @click.option("--images", "images", type=click.Path(path_type=Path), default=None,
@@ -103,21 +104,46 @@ def train(shards, images, config, output, resume, quiet, overrides) -> None:
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--to", "to", type=click.Choice(["timm", "dino"]), required=True)
+@click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(path_type=Path))
+@click.option("--to", "to", required=True, metavar="FORMAT",
+              help="timm | dino | hf (a transformers ViT folder) | mmseg | mae ({\"model\": ...} for MAE/ViTDet) "
+                   "| seqtrack.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Where to write (a file; a folder for hf); or give OUT after CHECKPOINT.")
 @click.option("--key", default="teacher", show_default=True, help="Which network of the checkpoint.")
-@click.argument("out", type=click.Path(path_type=Path))
-@claims_output(None, files=("out",))
-def export(checkpoint, to, key, out) -> None:
-    """Write the teacher backbone of CHECKPOINT (ours, or official DoRA/DINO) for timm or DINO's eval scripts."""
+@click.option("--metrics", "metrics", multiple=True, type=click.Path(path_type=Path),
+              help="hf: a dora-eval metrics.json (or its folder) whose numbers go into the model card (repeat "
+                   "for several); those beside the checkpoint that evaluated it are found by themselves.")
+def export(checkpoint, out_arg, to, out, key, metrics) -> None:
+    """Write the teacher backbone of CHECKPOINT (ours, or official DoRA/DINO) for timm, DINO's eval scripts,
+    transformers, mmsegmentation, MAE/ViTDet-style loaders or SeqTrack."""
 
+    from dora.checkpoint import EXPORT_FORMATS
     from dora.checkpoint import export as run_export
+    from dora.export import claim_target, describe
+    from pipeline.errors import InputError
 
-    path = run_export(checkpoint, to, out, key)
+    if to not in EXPORT_FORMATS:
+        raise InputError(f"--to {to!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    if out is not None and out_arg is not None and out != out_arg:
+        raise InputError(f"two outputs given ({out_arg} and --out {out}); give OUT or --out PATH, not both")
+    target = out or out_arg
+    if target is None:
+        raise InputError("no output given: add OUT after CHECKPOINT, or --out PATH")
+    if metrics and to != "hf":
+        raise InputError(f"--metrics goes into the hf model card; --to {to} files have no place for it")
+    made = claim_target(to, target)
+    try:
+        path = run_export(checkpoint, to, target, key, metrics)
+    finally:
+        remove_empty(made)  # a refused export leaves no folder it made
     if to == "timm":
         click.echo(f"{path}: timm.create_model(ARCH, pretrained=True, num_classes=0, "
                    f"pretrained_cfg_overlay=dict(file='{path}'))")
-    else:
+    elif to == "dino":
         click.echo(f"{path}: DINO eval scripts: --pretrained_weights {path} --checkpoint_key teacher")
+    else:
+        click.echo(describe(to, path))
 
 
 if __name__ == "__main__":

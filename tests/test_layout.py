@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 TOPS = ("pipeline", "dora")
-CLIS = {"pipeline.cli", "dora.train_cli", "dora.eval_cli"}
+CLIS = {"pipeline.cli", "dora.train_cli", "dora.eval_cli", "dora.eval_cli_dense"}
 
 
 def _modules() -> list[tuple[Path, tuple[str, ...]]]:

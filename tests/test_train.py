@@ -159,6 +159,10 @@ def test_export_to_timm_and_dino_and_import_official(main_ds, tmp_path):
         r = train_cli("export", ckpt, "--to", "timm", tmp_path / name)
         assert r.returncode == 0, r.stderr
         assert torch.allclose(timm_features(tmp_path / name), want, atol=1e-6)
+    for to in ("timm", "hf"):  # a run folder means its newest checkpoint, as in the README's recipes
+        r = train_cli("export", run, "--to", to, tmp_path / f"from_run_{to}")
+        assert r.returncode == 0, r.stderr
+    assert torch.allclose(timm_features(tmp_path / "from_run_timm"), want, atol=1e-6)
     r = train_cli("export", ckpt, "--to", "dino", tmp_path / "dino.pth")
     dino = torch.load(tmp_path / "dino.pth", map_location="cpu")
     assert set(dino) == {"teacher", "pos_embed_resample"} and all(k.startswith("backbone.") for k in dino["teacher"])

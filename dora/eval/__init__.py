@@ -1,4 +1,5 @@
-"""The paper's frozen-feature evaluations (k-NN, linear probe, DAVIS propagation, object discovery)."""
+"""The paper's frozen-feature evaluations (k-NN, linear probe, DAVIS propagation, object discovery) and a
+linear semantic-segmentation probe."""
 
 from dora.eval.common import RunRecord, load_encoder, pick_device
 from dora.eval.davis import run as run_davis
@@ -13,6 +14,9 @@ from dora.eval.knn import run as run_knn
 from dora.eval.linear import LinearParams, LinearProbe
 from dora.eval.online_knn import OnlineKnn
 from dora.eval.propagation import PropagationCfg
+from dora.eval.seg_data import load_seg_layout
+from dora.eval.seg_metrics import SegScores, intersect_and_union
+from dora.eval.segment import SegmentProbe, SegParams, seg_iters, seg_warmup
 from dora.eval.teacher import attention_sheet, teacher_model
 from dora.eval.voc import read_detection, read_segmentation
 
@@ -21,5 +25,6 @@ __all__ = [
     "run_davis", "DISCOVERY_MEAN", "DISCOVERY_STD", "run_corloc", "run_jaccard", "plot_knn", "run_knn",
     "RunRecord", "load_encoder", "pick_device", "read_sequences", "score_results", "check_scorable", "check_sizes",
     "choose_decoder", "LinearParams", "LinearProbe", "OnlineKnn", "PropagationCfg", "read_detection",
-    "read_segmentation",
+    "read_segmentation", "load_seg_layout", "SegScores", "intersect_and_union", "SegmentProbe", "SegParams",
+    "seg_iters", "seg_warmup",
 ]
