@@ -16,14 +16,13 @@ checkpoint. DIR defaults to runs/eval.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 import torch
 
 from dora.eval import attention_sheet, teacher_model
-from dora.eval_cli_dense import segment
+from dora.eval_cli_dense import CORES, segment
 from pipeline.cli_errors import OneLineGroup, version_option
 from pipeline.errors import InputError
 from pipeline.files import claims_output
@@ -53,8 +52,6 @@ def attention(checkpoint, images, out, size, config) -> None:
 
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
-# --workers default: the cores this process may use, at most 16 (more readers do not help one GPU)
-CORES = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 KEY = click.Choice(["teacher", "student"])
 
 

@@ -16,6 +16,8 @@ import click
 from pipeline.errors import InputError
 from pipeline.files import claims_output
 
+# --workers default of every dora-eval command: the cores this process may use, at most 16 (more readers
+# do not help one GPU)
 CORES = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 

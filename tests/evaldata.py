@@ -122,3 +122,13 @@ def eval_inputs(root: Path, video: Path) -> dict[str, Path]:
     return {"ds": ds, "ckpt": root / "run" / "checkpoints" / "step_00000000.pth", "davis": root / "davis",
             "voc": root / "VOC2012", "images": folder, "image": next((folder / "val").rglob("*.jpg")),
             "video": video, "text": text, "root": root}
+
+
+def one_error_line(r) -> str:
+    """The single `error:` line of a refused command (exit status 2, no traceback); other stderr lines
+    (progress, warnings) are allowed."""
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, r.stderr[-3000:]
+    return errors[0]

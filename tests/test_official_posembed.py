@@ -117,14 +117,20 @@ def test_official_files_and_dino_exports_use_dinos_interpolation(tmp_path):
     assert torch.allclose(got, dino_cls(model, x), atol=1e-5)
 
 
+def ours(path, model, resample: str):
+    """A checkpoint in dora-train's layout (its config, the DoRA module's weights) of `model`, trained with
+    model.pos_embed_resample=`resample`."""
+    cfg = load_config(SMOKE, [f"model.pos_embed_resample={resample}"])
+    torch.save({"config": cfg.to_dict(), "step": 1,
+                "model": {f"teacher.backbone.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
 def test_our_checkpoints_keep_their_saved_config(tmp_path):
     model = random_vit(1)
     x = torch.randn(2, 3, 80, 48)
     for resample in ("timm", "dino"):
-        cfg = load_config(SMOKE, [f"model.pos_embed_resample={resample}"])
-        path = tmp_path / f"ours_{resample}.pth"  # dora-train's layout: its config and the DoRA module's weights
-        torch.save({"config": cfg.to_dict(), "step": 1,
-                    "model": {f"teacher.backbone.{k}": v for k, v in model.state_dict().items()}}, path)
+        path = ours(tmp_path / f"ours_{resample}.pth", model, resample)
         enc = load_encoder(path)
         assert enc.pos_embed == resample and "saved config" in enc.pos_embed_why
         with torch.no_grad():
@@ -141,11 +147,8 @@ def test_a_dino_export_of_our_run_keeps_the_runs_resampling(tmp_path):
     model = random_vit(1)
     x = torch.randn(2, 3, 80, 48)
     for resample in ("timm", "dino"):
-        cfg = load_config(SMOKE, [f"model.pos_embed_resample={resample}"])
-        ours = tmp_path / f"ours_{resample}.pth"
-        torch.save({"config": cfg.to_dict(), "step": 1,
-                    "model": {f"teacher.backbone.{k}": v for k, v in model.state_dict().items()}}, ours)
-        out = export(ours, "dino", tmp_path / f"export_{resample}.pth")
+        out = export(ours(tmp_path / f"ours_{resample}.pth", model, resample), "dino",
+                     tmp_path / f"export_{resample}.pth")
         assert torch.load(out, weights_only=False)["pos_embed_resample"] == resample
         enc = load_encoder(out)
         assert enc.pos_embed == resample and "dora-train export" in enc.pos_embed_why

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import fresh_dir, run_entry
-from tests.evaldata import eval_inputs
+from tests.evaldata import eval_inputs, one_error_line
 
 PAGE = 4096
 
@@ -65,14 +65,6 @@ WITH_CHECKPOINT = ["export", "attention", "tracking", "davis", "discovery", "knn
 def _run(name: str, inputs: dict[str, Path], out: Path, **kw) -> subprocess.CompletedProcess:
     prog, argv = COMMANDS[name]
     return run_entry(prog, *argv(inputs, out), timeout=900, **kw)
-
-
-def _one_error_line(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, r.stderr[-3000:]
-    return errors[0]
 
 
 def _mount_tmpfs(where: Path, size: int) -> bool:
@@ -125,7 +117,7 @@ def full_disk() -> Iterator[tuple[Path, Callable[[], None] | None]]:
 def test_a_read_only_output_folder_is_one_line_before_any_work(inputs, name):
     with read_only_folder() as ro:
         r = _run(name, inputs, ro / "out")
-        line = _one_error_line(r)
+        line = one_error_line(r)
         assert "cannot" in line and "ro/out" in line, line
         assert not any(ro.iterdir())
 
@@ -144,7 +136,7 @@ def _complete(path: Path) -> None:
 def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(inputs, name):
     with full_disk() as (out, limit):
         r = _run(name, inputs, out, preexec_fn=limit)
-        line = _one_error_line(r)
+        line = one_error_line(r)
         assert "disk full" in line, line
         if out.exists():
             for p in out.rglob("*"):
@@ -157,7 +149,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(inputs, name):
 def test_a_text_file_as_checkpoint_is_one_line(inputs, name):
     text_inputs = {**inputs, "ckpt": inputs["text"]}
     out = fresh_dir() / "out"
-    line = _one_error_line(_run(name, text_inputs, out))
+    line = one_error_line(_run(name, text_inputs, out))
     assert "model.pth: not a torch checkpoint" in line, line
     assert not out.exists() or not any(out.iterdir())
 
@@ -167,7 +159,7 @@ def test_a_text_file_as_training_checkpoint_is_one_line(inputs, how):
     args = ["--resume", inputs["text"]] if how == "--resume" else [f"model.init={inputs['text']}"]
     r = run_entry("dora-train", "--shards", inputs["ds"], "--config", "smoke", "--output", "runs/x", "--quiet",
                   "train.epochs=0", *args)
-    assert "model.pth: not a torch checkpoint" in _one_error_line(r)
+    assert "model.pth: not a torch checkpoint" in one_error_line(r)
 
 
 def test_a_missing_frame_table_is_one_line(inputs, tmp_path):
@@ -178,7 +170,7 @@ def test_a_missing_frame_table_is_one_line(inputs, tmp_path):
     for prog, argv in (("dora-data", ["verify", broken]), ("dora-data", ["clips", broken, "--n", "1"]),
                        ("dora-train", ["--shards", broken, "--config", "smoke", "--quiet", "train.epochs=0"]),
                        ("dora-eval", ["tracking", inputs["ckpt"], "--shards", broken, "--n", "1"])):
-        line = _one_error_line(run_entry(prog, *argv))
+        line = one_error_line(run_entry(prog, *argv))
         assert "frame table is missing" in line and "shard" in line, (prog, argv, line)
 
 
@@ -186,5 +178,5 @@ def test_an_output_under_a_regular_file_is_refused_before_work(inputs):
     cwd = fresh_dir()
     (cwd / "results").write_text("a file, not a folder\n")
     for name in ("knn", "davis", "linear", "train", "export", "analyze"):
-        line = _one_error_line(_run(name, inputs, Path("results") / "sub", cwd=cwd))
+        line = one_error_line(_run(name, inputs, Path("results") / "sub", cwd=cwd))
         assert "cannot write the output folder, results is a file" in line, (name, line)

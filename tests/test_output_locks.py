@@ -4,27 +4,18 @@ do not fit the weights are one line; exports load without a config; worker defau
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from pipeline.files import FolderLock
 from tests.conftest import fresh_dir, run_entry
-from tests.evaldata import eval_inputs
+from tests.evaldata import eval_inputs, one_error_line
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, carphone) -> dict[str, Path]:
     return eval_inputs(tmp_path_factory.mktemp("locks_eval"), carphone)
-
-
-def _one_line(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr[-2000:]
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, r.stderr[-2000:]
-    return errors[0]
 
 
 def _commands(i: dict[str, Path], out: Path) -> dict[str, list]:
@@ -50,7 +41,7 @@ def test_a_second_run_on_a_held_output_folder_is_refused(inputs, name):
     holder = FolderLock(out, "dora-eval knn").acquire()
     try:
         prog, *argv = _commands(inputs, out)[name]
-        line = _one_line(run_entry(prog, *argv))
+        line = one_error_line(run_entry(prog, *argv))
         assert "is in use by pid" in line and str(os.getpid()) in line, line
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:
@@ -59,12 +50,12 @@ def test_a_second_run_on_a_held_output_folder_is_refused(inputs, name):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_a_model_that_does_not_fit_the_weights_is_one_line(inputs):
+def test_a_model_that_does_not_fit_the_weights_isone_error_line(inputs):
     """The checkpoint is a ViT-Tiny (192 wide); --config names a ViT-S/16 (384 wide)."""
     for argv in (["knn", inputs["ckpt"], "--data", inputs["images"], "--config", "dora_vits16", "--quiet"],
                  ["attention", inputs["ckpt"], inputs["image"], "--config", "dora_vits16"],
                  ["davis", inputs["ckpt"], "--davis", inputs["davis"], "--config", "dora_vits16", "--quiet"]):
-        line = _one_line(run_entry("dora-eval", *argv))
+        line = one_error_line(run_entry("dora-eval", *argv))
         assert "does not fit the model built (384 wide" in line and "--config" in line, line
 
 
