@@ -11,6 +11,7 @@ import click
 
 from pipeline.cli_errors import DefaultCommandGroup, version_option
 from pipeline.files import FolderLock, check_writable, remove_empty
+from pipeline.store import PathOrURL
 
 # DINO's (and the official DoRA's) main_dino.py flags, and what they are here.
 DINO_FLAGS = {
@@ -65,8 +66,11 @@ def main() -> None:
 @main.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": False},
               epilog="Also: `dora-train export CHECKPOINT --to timm|dino|hf|mmseg|mae|seqtrack OUT` writes the "
                      "teacher backbone.")
-@click.option("--shards", "shards", multiple=True, type=click.Path(path_type=Path),
-              help="Shard folder from `dora-data shard` (repeat for several).")
+@click.option("--shards", "shards", multiple=True, type=PathOrURL(),
+              help="Shard folder from `dora-data shard` (repeat for several), or its URL (s3://, gs://): copied to "
+                   "--cache-dir and verified first.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where --shards URLs are copied [default: $DORA_CACHE/shards or ~/.cache/dora-wt/shards].")
 @click.option("--images", "images", type=click.Path(path_type=Path), default=None,
               help="DoRA* (appendix D): an ImageFolder or folder of JPEGs instead of --shards "
                    "(use --config configs/dora_star_vits16.yaml).")
@@ -78,12 +82,13 @@ def main() -> None:
               help="auto: continue from the newest checkpoint in --output; none: refuse if there is one; or a path.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.argument("overrides", nargs=-1)
-def train(shards, images, config, output, resume, quiet, overrides) -> None:
+def train(shards, cache_dir, images, config, output, resume, quiet, overrides) -> None:
     """Train DoRA on SHARDS (or DoRA* on IMAGES); OVERRIDES are key=value settings, e.g. train.batch_size=32."""
 
     from dora.config import load_config, resolve_config
     from dora.train import Trainer
     from pipeline.errors import InputError
+    from pipeline.store import is_url, redact, stage
 
     if bool(shards) == bool(images):
         raise InputError("give either --shards FOLDER (videos, from `dora-data shard`) or --images FOLDER "
@@ -95,7 +100,9 @@ def train(shards, images, config, output, resume, quiet, overrides) -> None:
     made = check_writable(run, "--output") if first else []
     try:
         with FolderLock(run, "dora-train", hint="another --output") if first else contextlib.nullcontext():
-            summary = Trainer([str(s) for s in shards], cfg, run, resume, quiet, images=images).fit(quiet=quiet)
+            local = [str(stage(s, cache_dir, quiet) if is_url(s) else s) for s in shards]  # every rank; one per node
+            summary = Trainer(local, cfg, run, resume, quiet, images=images,
+                              names=[redact(str(s)) for s in shards]).fit(quiet=quiet)
     finally:
         remove_empty(made)  # a run refused before it wrote anything leaves no folder
     if first:

@@ -4,41 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 import click
 
 from pipeline.cli_errors import OneLineGroup, version_option
+from pipeline.cli_size import ByteSize
 from pipeline.errors import InputError
 from pipeline.files import claims_output
 from pipeline.format import ShardFolder
 from pipeline.shard import BLUR_MODES, DETECTORS, CutSettings, FaceSettings, ShardSettings
+from pipeline.store import PathOrURL, local_for, stages_shards
 from pipeline.workers import SkipAndRecord, failures, reraise
-
-SIZE_RE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
-UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-class ByteSize(click.ParamType):
-    """A byte count written like 1GB, 500MB or 2GiB, at least `minimum` bytes."""
-
-    name = "SIZE"
-
-    def __init__(self, minimum: int = 1):
-        self.minimum = minimum
-
-    def convert(self, value, param, ctx):
-        m = SIZE_RE.match(str(value))
-        unit = (m.group(2) or "").lower() if m else None
-        if not m or unit not in UNITS:
-            self.fail(f"{value!r} is not a size like 1GB, 500MB or 2GiB", param, ctx)
-        size = int(float(m.group(1)) * UNITS[unit])
-        if size < self.minimum:
-            self.fail(f"{value!r} is less than {self.minimum} bytes; give a size like 1GB or 500MB", param, ctx)
-        return size
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,8 +27,10 @@ def main() -> None:
 
 def shard_options(f):
     opts = [
-        click.option("--out", "out", type=click.Path(path_type=Path), default=Path("data/wt_all"), show_default=True,
-                     help="Output folder (shards, indexes, dataset.json)."),
+        click.option("--out", "out", type=PathOrURL(), default=Path("data/wt_all"), show_default=True,
+                     help="Output folder (shards, indexes, dataset.json), or a URL such as s3://bucket/prefix."),
+        click.option("--work-dir", type=click.Path(path_type=Path), default=None,
+                     help="With a URL --out: the local folder the work is done in [default: under ~/.cache/dora-wt]."),
         click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
                      help="Stored frames per second of source."),
         click.option("--short-side", type=click.IntRange(min=16), default=720, show_default=True,
@@ -66,7 +46,9 @@ def shard_options(f):
         click.option("--face-precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
                      help="int8: CenterFace quantised at first use (about 2x faster on CPU; misses some weak faces)."),
         click.option("--face-provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="onnxruntime execution provider for CenterFace."),
+                     help="Where CenterFace runs (cuda: onnxruntime-gpu, device LOCAL_RANK; auto: cuda if it can)."),
+        click.option("--decode-device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+                     help="Where videos are decoded (cuda: NVDEC, same frames; auto: cuda if it can run)."),
         click.option("--cut-detector", "--detector", "cut_detector", type=click.Choice(DETECTORS), default="adaptive",
                      show_default=True, help="PySceneDetect cut detector (the name `analyze` uses; --detector: "
                      "its former name here)."),
@@ -95,14 +77,17 @@ def settings_from(kw: dict) -> ShardSettings:
                            precision=kw["face_precision"]),
         cuts=CutSettings(detector=kw["cut_detector"], threshold=kw["cut_threshold"], min_shot_s=kw["min_shot_s"]),
         clip_frames=kw["clip_frames"], clip_stride_s=kw["clip_stride_s"], window_s=kw["window_s"],
-        segment_s=kw["segment_s"], shard_bytes=kw["shard_size"], seed=kw["seed"])
+        segment_s=kw["segment_s"], shard_bytes=kw["shard_size"], seed=kw["seed"],
+        decode_device=kw["decode_device"]).resolved()  # where the work runs: decided before any work
 
 
 @main.command()
 @click.argument("inputs", nargs=-1)
 @shard_options
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel work units [default: cores].")
-@click.option("--part", default=None, help="Process only partition i/n of all work units (0 <= i < n).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Parallel work units [default: cores; a part: cores / the parts on its node].")
+@click.option("--part", default=None, help="Process only partition i/n of all work units (0 <= i < n), or auto: "
+              "the part sbatch --array, srun or torchrun gives this process (README: Sharding on a cluster).")
 @click.option("--keep-going", is_flag=True, help="Skip bad inputs, report them at the end.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def shard(inputs, workers, part, keep_going, quiet, **kw) -> None:
@@ -110,32 +95,33 @@ def shard(inputs, workers, part, keep_going, quiet, **kw) -> None:
 
     INPUTS: video files or `dora-data fetch` folders [default: data/raw].
     """
-    from pipeline.shard import parse_part, run_shard
+    from pipeline.shard import PartRun, run_shard
 
-    try:
-        part_t = parse_part(part) if part else None
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    report = run_shard(list(inputs) or ["data/raw"], kw["out"], settings_from(kw), workers or os.cpu_count() or 1,
-                       part_t, SkipAndRecord() if keep_going else reraise, quiet,
-                       on_warning=lambda m: click.echo(f"warning: {m}", err=True))
+    local, url = local_for(kw["out"], kw["work_dir"])
+    job = PartRun.make(local, part or None, workers, os.environ, click.echo)  # its log: LOCAL/logs/
+    with job.logged():
+        report = run_shard(list(inputs) or ["data/raw"], local, settings_from(kw), job.workers, job.pair,
+                           SkipAndRecord() if keep_going else reraise, quiet,
+                           on_warning=lambda m: click.echo(f"warning: {m}", err=True), url=url,
+                           on_start=job.start, on_unit=job.unit)
+        closing = job.end(report, kw["out"])  # a part's line: run `dora-data index OUT` when all have finished
     out = kw["out"]
     for name in report.skipped:
         click.echo(f"{name}: already in {out}, skipped")
-    if part_t and part_t[1] > 1:
-        click.echo(f"part {part_t[0]}/{part_t[1]}: {report.units_done}/{report.units_total} units complete; "
-                   f"when every part has finished, run `dora-data index {out}`")
+    if closing:
+        click.echo(closing)
     elif report.index is not None:
-        _summary(out, report.index)
+        _summary(local, report.index, url)
     if report.failed:
         for msg in report.failed.values():
             click.echo(f"error: {msg}", err=True)
         sys.exit(2)
 
 
-def _summary(out: Path, index: dict) -> None:
+def _summary(out: Path, index: dict, url: str | None = None) -> None:
     n_frames = sum(v["n_frames"] for v in index["videos"])
-    click.echo(f"{ShardFolder(out).index}: {len(index['videos'])} videos, {n_frames} frames, "
+    where = f"{url}/dataset.json" if url else ShardFolder(out).index
+    click.echo(f"{where}: {len(index['videos'])} videos, {n_frames} frames, "
                f"{len(index['shards'])} shards, duplication {index.get('duplication', 0):.3f}")
     if index.get("dropped"):
         names = ", ".join(d["name"] for d in index["dropped"])
@@ -148,33 +134,25 @@ def _summary(out: Path, index: dict) -> None:
 
 
 @main.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=PathOrURL())
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None, help="With a URL: the local folder.")
 @click.option("--quiet", is_flag=True)
 @click.option("--drop-incomplete", is_flag=True,
               help="Leave out (and list) videos whose work units are not all done, deleting their partial work. "
                    "Without it, index refuses while any video is unfinished: rerun shard to finish it.")
-def index(out: Path, quiet: bool, drop_incomplete: bool) -> None:
+def index(out, work_dir: Path | None, quiet: bool, drop_incomplete: bool) -> None:
     """Assemble shards, indexes and dataset.json once every recorded video's work units are complete."""
-    from pipeline.files import FolderLock
-    from pipeline.shard import assemble, drop_unfinished
+    from pipeline.shard import run_index
 
-    folder = ShardFolder(out)
-    saved = folder.saved_settings()
-    if saved is None:
-        raise InputError(f"{out}: no work units and no dataset.json; run `dora-data shard --out {out}` first")
-    settings = ShardSettings.from_json(saved)
-    with FolderLock(out, "dora-data index"):
-        dropped = drop_unfinished(out) if drop_incomplete else []
-        for v in dropped:
-            click.echo(f"dropped {v.name} ({v.done} of {v.total} units, from {v.source}): left out of "
-                       "dataset.json, its partial work deleted")
-        index = assemble(out, settings, quiet=quiet, dropped=dropped)
-    if not index["videos"]:
-        raise InputError(f"{out}: nothing to index; {folder.next_step()}")
-    _summary(out, index)
+    local, url = local_for(out, work_dir)
+    index = run_index(local, url, quiet, drop_incomplete, on_dropped=lambda v: click.echo(
+        f"dropped {v.name} ({v.done} of {v.total} units, from {v.source}): left out of dataset.json, its partial "
+        "work deleted"))
+    _summary(local, index, url)
 
 
 @main.command()
+@stages_shards("out")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--sample", type=click.FloatRange(0, 1), default=0.05, show_default=True,
@@ -200,6 +178,7 @@ def verify(out: Path, as_json: bool, sample: float) -> None:
 
 
 @main.command()
+@stages_shards("out")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -286,6 +265,7 @@ def fetch(catalog, out, only, list_, dry_run, max_height, allow_license, rate_li
 
 
 @main.command()
+@stages_shards("shards", option="--shards-cache-dir")
 @click.argument("inputs", nargs=-1)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/analysis"), show_default=True,
               help="Folder for analysis.json, CSVs, PNGs.")

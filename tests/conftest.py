@@ -62,7 +62,8 @@ def start_cli(prog: str, *args, cwd: Path | str | None = None, **kw) -> subproce
     """`prog ARGS` started in the background (for kill -9 and concurrency tests), output discarded."""
     kw.setdefault("stdout", subprocess.DEVNULL)
     kw.setdefault("stderr", subprocess.DEVNULL)
-    return subprocess.Popen([*entry_point(prog), *map(str, args)], cwd=cwd or fresh_dir(), env=cli_env(), **kw)
+    env = cli_env(kw.pop("env", None))
+    return subprocess.Popen([*entry_point(prog), *map(str, args)], cwd=cwd or fresh_dir(), env=env, **kw)
 
 
 @pytest.fixture(scope="session")
@@ -127,3 +128,13 @@ def main_ds(tmp_path_factory, main_inputs) -> Path:
     r = run_cli("shard", *main_inputs, "--out", out, *MAIN_OPTS)
     assert r.returncode == 0, r.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 API (moto's server) on loopback, with signed requests enforced: tests/s3server.py."""
+    from tests.s3server import moto_s3
+
+    server = moto_s3()
+    yield server
+    server.stop()

@@ -14,9 +14,10 @@ from tests.conftest import MAIN_OPTS, run_cli, start_cli
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder` (relative names), the work folder excluded."""
+    """sha256 of every file under `folder` (relative names), the work folder and the runs' logs/ excluded."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".work" not in p.parts}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not {".work", "logs"} & set(p.relative_to(folder).parts)}
 
 
 def _start(inputs, out) -> subprocess.Popen:

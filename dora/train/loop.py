@@ -68,11 +68,12 @@ def _check_same(saved: dict, cfg: Config, path: Path) -> None:
 
 class Trainer:
     def __init__(self, shards: list[str], cfg: Config, run: Path, resume: str = "auto", quiet: bool = False,
-                 images: str | None = None):
+                 images: str | None = None, names: list[str] | None = None):
         self.images = str(images) if images else None  # DoRA⋆ (appendix D): an image folder instead of shards
         for s in [] if self.images else shards:
             ShardFolder(s).require_finished()
         self.cfg, self.run, self.shards = cfg, run, list(map(str, shards))
+        self.names = list(map(str, names or shards))  # as the user gave them (URLs of staged copies): the records
         self.rank, self.world, self.device = setup_distributed()
         torch.manual_seed(cfg.train.seed + self.rank)
         np.random.seed(cfg.train.seed + self.rank)
@@ -144,7 +145,7 @@ class Trainer:
         rng = gather(rng_state(self.model.generator), self.world)
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng, "bad": self.bad_clips.bad,
-                "seen": self.bad_clips.seen, "config": self.cfg.to_dict(), "shards": self.shards, "images": self.images,
+                "seen": self.bad_clips.seen, "config": self.cfg.to_dict(), "shards": self.names, "images": self.images,
                 "world": self.world, "next_batch": self.step, "iters_per_epoch": self.iters_per_epoch}
 
     def _save(self) -> Path | None:

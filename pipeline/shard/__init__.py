@@ -3,12 +3,13 @@
 from pipeline.shard.assemble import IncompleteVideos, assemble, drop_unfinished
 from pipeline.shard.cuts import DETECTORS, CutSettings, CutTracker, analysis_size, shots_from_cuts
 from pipeline.shard.faces import BLUR_MODES, FaceDetector, FaceSettings
-from pipeline.shard.run import run_shard
+from pipeline.shard.parts import Part, PartRun, local_rank, local_world_size, parse_part, part_from_env
+from pipeline.shard.run import run_index, run_shard
 from pipeline.shard.settings import ShardSettings
-from pipeline.shard.units import parse_part
 
 __all__ = [
     "assemble", "drop_unfinished", "IncompleteVideos",
     "CutSettings", "CutTracker", "DETECTORS", "analysis_size", "shots_from_cuts", "BLUR_MODES",
-    "FaceDetector", "FaceSettings", "run_shard", "ShardSettings", "parse_part",
+    "FaceDetector", "FaceSettings", "run_index", "run_shard", "ShardSettings", "parse_part",
+    "Part", "PartRun", "part_from_env", "local_rank", "local_world_size",
 ]

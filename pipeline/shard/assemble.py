@@ -27,8 +27,11 @@ from pipeline.format import (
     ShardWriter,
     WorkVideo,
     describe_unfinished,
+    expected_files,
+    file_entry,
     read_range,
 )
+from pipeline.format import index_path as dali_index_path
 from pipeline.shard.cuts import shots_from_cuts
 from pipeline.shard.settings import ShardSettings, WindowGeometry
 from pipeline.shard.units import read_unit
@@ -146,12 +149,17 @@ def assemble(out: Path, settings: ShardSettings, quiet: bool = False, dropped: l
     order = [order[i] for i in rng.permutation(len(order))]
     folder.shards_dir.mkdir(exist_ok=True)
     folder.frames_dir.mkdir(exist_ok=True)
+    known = expected_files(index)  # before the new videos: a folder made before `files` keeps its shard sizes
     new_shards = _write_shards(out, videos, order, settings, len(index["shards"]), quiet)
     for v in videos:
         name = v.meta["name"]
         v.table.save(out / folder.frames_table_name(name))
         index["videos"].append(_video_entry(out, v, geometry))
     index["shards"] += new_shards
+    new_files = [f"shards/{s['name']}" for s in new_shards] + [
+        f"shards/{dali_index_path(Path(s['name'])).name}" for s in new_shards] + [
+        folder.frames_table_name(v.meta["name"]) for v in videos]
+    index["files"] = {**known, **{rel: file_entry(out / rel) for rel in new_files}}
     stored = sum(s["frame_bytes"] for s in index["shards"])
     distinct = sum(v["frame_bytes"] for v in index["videos"])
     index["duplication"] = round(stored / max(distinct, 1), 4)
@@ -220,7 +228,7 @@ def _video_entry(out: Path, v: _Video, geometry: WindowGeometry) -> dict:
     source = Path(meta["source"])
     return {
         "name": meta["name"], "source": str(source),
-        "sha256": sha256_of(source, ShardFolder(out).video_work(meta["name"])),
+        "sha256": _source_digest(out, meta),
         "source_bytes": meta["source_bytes"], "source_mtime_ns": meta["source_mtime_ns"],
         "codec": info["codec"], "duration_s": round(float(tab.shots[-1, 1] - tab.shots[0, 0]), 6),
         "fps_source": info["fps"], "fps_stored": min(meta["settings_fps"], info["fps"]),
@@ -231,6 +239,18 @@ def _video_entry(out: Path, v: _Video, geometry: WindowGeometry) -> dict:
         "faces_blurred": int(tab.blurred.sum()), "frames_with_faces": int((tab.faces > 0).sum()),
         "frame_bytes": int(tab.size.sum()), "frames_table": ShardFolder.frames_table_name(meta["name"]),
     }
+
+
+def _source_digest(out: Path, meta: dict) -> str:
+    """The source's SHA-256: from the checksum `shard` kept with unit 0 when it was made from this very file
+    (size and mtime as probed), so that `index` needs no access to the sources; else read from the source."""
+    work = ShardFolder(out).video_work(meta["name"])
+    kept = work / "source.json"
+    if kept.exists():
+        c = json.loads(kept.read_text())
+        if (c.get("size"), c.get("mtime_ns")) == (meta["source_bytes"], meta["source_mtime_ns"]):
+            return c["sha256"]
+    return sha256_of(Path(meta["source"]), work)
 
 
 def _drop_leftovers(out: Path, done: set[str]) -> None:

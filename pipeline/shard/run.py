@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,13 @@ from tqdm import tqdm
 from pipeline.dataset import fps_warning
 from pipeline.errors import InputError
 from pipeline.files import FolderLock, check_writable, write_json_atomic
-from pipeline.format import ShardFolder
-from pipeline.shard.assemble import assemble, pending_videos, refuse_incomplete
+from pipeline.format import ShardFolder, WorkVideo
+from pipeline.shard.assemble import assemble, drop_unfinished, pending_videos, refuse_incomplete
 from pipeline.shard.segment import process_unit
 from pipeline.shard.settings import ShardSettings
 from pipeline.shard.units import Unit, UnitWriter, is_complete, plan_units, select_part
-from pipeline.video import Source, VideoInfo, probe, resolve_inputs, stored_size
+from pipeline.store import MirroredFolder
+from pipeline.video import Source, VideoInfo, probe, resolve_inputs, sha256_of, stored_size
 from pipeline.workers import ErrorPolicy, Task, failures, reraise, run_tasks
 
 
@@ -94,7 +96,8 @@ def prepare(out: Path, sources: list[Source], settings: ShardSettings, on_error:
     return ready
 
 
-def _run_unit(out: str, unit: Unit, info: dict, settings: dict, threads: int, progress) -> None:
+def _run_unit(out: str, unit: Unit, info: dict, settings: dict, threads: int, remote: str | None, progress) -> None:
+    started = time.monotonic()
     writer = UnitWriter(Path(out), unit)
     try:
         process_unit(unit, VideoInfo(**info), ShardSettings.from_json(settings), writer,
@@ -102,6 +105,12 @@ def _run_unit(out: str, unit: Unit, info: dict, settings: dict, threads: int, pr
     except BaseException:
         writer.abort()
         raise
+    if unit.index == 0:  # the source's checksum, kept with the work: `index` then needs no access to the source
+        record = json.loads(ShardFolder(out).video_record(unit.video).read_text())
+        sha256_of(Path(record["source"]), ShardFolder(out).video_work(unit.video))
+    if remote is not None:
+        MirroredFolder(remote, Path(out)).push_unit(unit.video, unit.index)
+    progress((unit, time.monotonic() - started))  # finished: run_units hands it to on_unit
 
 
 class _Bars:
@@ -128,12 +137,13 @@ class _Bars:
 
 
 def run_units(out: Path, videos: dict[str, tuple[VideoInfo, dict]], todo: list[Unit], settings: ShardSettings,
-              workers: int, on_error: ErrorPolicy, quiet: bool) -> int:
+              workers: int, on_error: ErrorPolicy, quiet: bool, remote: str | None = None,
+              on_unit: Callable[[Unit, float], None] = lambda unit, seconds: None) -> int:
     """Process `todo` on `workers` processes (inline when 1), with progress bars; returns the units done.
     A failed video's work folder is removed: nothing half-made stays behind."""
     bars = _Bars(videos, todo, quiet)
     threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(todo))))  # decoder threads per unit
-    tasks = [Task(u.video, _run_unit, (str(out), u, videos[u.video][0].to_json(), settings.to_json(), threads))
+    tasks = [Task(u.video, _run_unit, (str(out), u, videos[u.video][0].to_json(), settings.to_json(), threads, remote))
              for u in todo]
     failed: set[str] = set()
 
@@ -142,7 +152,8 @@ def run_units(out: Path, videos: dict[str, tuple[VideoInfo, dict]], todo: list[U
         on_error(video, error)
 
     try:
-        return len(run_tasks(tasks, workers, policy, on_progress=lambda m: bars.update(*m)).results)
+        return len(run_tasks(tasks, workers, policy, on_progress=lambda m: on_unit(*m) if isinstance(m[0], Unit)
+                             else bars.update(*m)).results)
     finally:
         bars.close()
         for video in failed:
@@ -151,13 +162,18 @@ def run_units(out: Path, videos: dict[str, tuple[VideoInfo, dict]], todo: list[U
 
 def run_shard(inputs: list[str], out: Path, settings: ShardSettings, workers: int, part: tuple[int, int] | None,
               on_error: ErrorPolicy = reraise, quiet: bool = False,
-              on_warning: Callable[[str], None] = lambda message: None) -> ShardReport:
+              on_warning: Callable[[str], None] = lambda message: None, url: str | None = None,
+              on_start: Callable[[int, int, int], None] = lambda mine, total, done: None,
+              on_unit: Callable[[Unit, float], None] = lambda unit, seconds: None) -> ShardReport:
     """The whole `shard` command; a bad input goes to `on_error` (default: stop with its InputError), a
-    usable but doubtful one (a source slower than --fps) to `on_warning` before any work starts."""
+    usable but doubtful one (a source slower than --fps) to `on_warning` before any work starts. With `url`,
+    `out` is the local work folder and every finished unit, then the finished folder, goes to `url`.
+    `on_start(mine, total, done)` is called once the units are known, `on_unit(unit, seconds)` per unit made."""
     report = ShardReport()
     sources = resolve_inputs(inputs)
-    check_writable(out)
+    check_writable(out, "--work-dir" if url else "--out")
     with FolderLock(out, "dora-data shard", part):  # parts share the folder; anything else is refused
+        mirror = MirroredFolder(url, out).open() if url else None
         check_settings(out, settings)
         if part is None or part[1] == 1:  # unfinished videos of another run would stop assembly: say so now
             _, waiting = pending_videos(out, ShardFolder(out).indexed_names() | {src.name for src in sources})
@@ -167,11 +183,49 @@ def run_shard(inputs: list[str], out: Path, settings: ShardSettings, workers: in
         units = [u for name, (info, rec) in videos.items()
                  for u in plan_units(name, info.start_s, info.duration_s, settings.segment_s)]
         mine = select_part(units, part) if part else units
-        todo = [u for u in mine if not is_complete(out, u)]
+        if mirror is not None:
+            mirror.push_start()
+            todo = [u for u in mine if not mirror.unit_done(u.video, u.index)]
+            for u in [u for u in todo if is_complete(out, u)]:  # made here, killed before its upload
+                mirror.push_unit(u.video, u.index)
+        todo = [u for u in mine if not (mirror.unit_done(u.video, u.index) if mirror else is_complete(out, u))]
         report.units_total = len(mine)
         report.units_done = len(mine) - len(todo)
-        report.units_done += run_units(out, videos, todo, settings, workers, on_error, quiet)
+        on_start(len(mine), len(units), report.units_done)  # this run's units, all units, those already done
+        report.units_done += run_units(out, videos, todo, settings, workers, on_error, quiet, url, on_unit)
         report.failed = failures(on_error)
         if part is None or part[1] == 1:
+            if mirror is not None:
+                mirror.pull_work(quiet)
             report.index = assemble(out, settings, quiet=quiet)
+            if mirror is not None:
+                mirror.publish(quiet)
+        if mirror is not None:
+            mirror.push_logs()
     return report
+
+
+def run_index(out: Path, url: str | None = None, quiet: bool = False, drop_incomplete: bool = False,
+              on_dropped: Callable[[WorkVideo], None] = lambda video: None) -> dict:
+    """The whole `index` command: assemble the complete units of `out` (with `url`: of the remote folder, in
+    the local folder `out`, then publish it there); returns dataset.json."""
+    folder = ShardFolder(out)
+    where = url or out
+    if url:
+        check_writable(out, "--work-dir")
+    with FolderLock(out, "dora-data index"):
+        mirror = MirroredFolder(url, out).open() if url else None
+        if mirror is not None:
+            mirror.pull_work(quiet)
+        saved = folder.saved_settings()
+        if saved is None:
+            raise InputError(f"{where}: no work units and no dataset.json; run `dora-data shard --out {where}` first")
+        dropped = drop_unfinished(out) if drop_incomplete else []
+        for v in dropped:
+            on_dropped(v)
+        index = assemble(out, ShardSettings.from_json(saved), quiet=quiet, dropped=dropped)
+        if mirror is not None and index["videos"]:
+            mirror.publish(quiet)
+    if not index["videos"]:
+        raise InputError(f"{where}: nothing to index; {folder.next_step()}")
+    return index

@@ -151,7 +151,7 @@ def process_unit(unit: Unit, info: VideoInfo, settings: ShardSettings, writer: U
     unreported = n_after = 0
     try:
         for t, frame in iter_frames(info.path, decode_from, None if b is None else b + settings.margin_s,
-                                    threads=threads, on_screen_at_start=True):
+                                    threads=threads, on_screen_at_start=True, device=settings.decode_device):
             if t >= decode_from:  # the frame on screen at decode_from is not a cut-detector input
                 cuts.feed(frame)
             inside = t >= a and (b is None or t < b)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from pipeline.shard.cuts import CutSettings
 from pipeline.shard.faces import FaceSettings
@@ -25,6 +25,7 @@ class ShardSettings:
     segment_s: float = 120.0  # length of one work unit of source video
     shard_bytes: int = 1_000_000_000
     seed: int = 0  # order in which windows of all videos are mixed into shards
+    decode_device: str = "cpu"  # cpu | cuda (| auto until `resolved()`): where decoding runs; not compared
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -38,15 +39,26 @@ class ShardSettings:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def differences(self, other: ShardSettings) -> list[str]:
-        """Names of options (dotted for nested ones) whose values differ, ignoring the face provider."""
+        """Names of options (dotted for nested ones) whose values differ, ignoring where the work runs (the
+        face provider, the decode device)."""
         a, b = self.to_json(), other.to_json()
         out = []
         for k in a:
             if isinstance(a[k], dict):
                 out += [f"{k}.{kk}" for kk in a[k] if a[k][kk] != b[k][kk] and kk != "provider"]
-            elif a[k] != b[k]:
+            elif a[k] != b[k] and k != "decode_device":
                 out.append(k)
         return out
+
+    def resolved(self) -> ShardSettings:
+        """These settings with where the work runs decided here, once, before any work: the face provider
+        (when faces are blurred) and the decode device become cpu or cuda; `cuda` that cannot run here is one
+        InputError line, `auto` says its choice (a `note:` line). The choice is recorded, never compared."""
+        from pipeline.shard.faces import resolve_provider
+        from pipeline.video import resolve_decode_device
+
+        faces = replace(self.faces, provider=resolve_provider(self.faces.provider)) if self.blur_faces else self.faces
+        return replace(self, faces=faces, decode_device=resolve_decode_device(self.decode_device))
 
     @property
     def margin_s(self) -> float:

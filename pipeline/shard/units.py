@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.files import write_json_atomic
 from pipeline.format import ShardFolder
+from pipeline.shard.parts import parse_part  # noqa: F401 (its former home: kept importable)
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,6 @@ def plan_units(video: str, start_s: float, duration_s: float, segment_s: float) 
     n = max(1, math.ceil(duration_s / segment_s - 0.05))
     return [Unit(video, i, start_s + i * segment_s, None if i == n - 1 else start_s + (i + 1) * segment_s)
             for i in range(n)]
-
-
-def parse_part(text: str) -> tuple[int, int]:
-    """'i/n' -> (i, n), 0 <= i < n."""
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
-    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise ValueError(f"--part {text!r}: expected i/n with 0 <= i < n, e.g. --part 0/4")
-    return int(m.group(1)), int(m.group(2))
 
 
 def select_part(units: list[Unit], part: tuple[int, int]) -> list[Unit]:

@@ -9,13 +9,14 @@ from collections.abc import Iterable, Iterator
 import av
 
 from pipeline.errors import InputError
-from pipeline.video.probe import REENCODE_HINT, open_video_stream
+from pipeline.video.hwaccel import open_on_device
+from pipeline.video.probe import REENCODE_HINT
 
 REORDER_WINDOW = 8  # frames: how far a timestamp may sit from its frame in output order (memory: 8 frames)
 
 
 def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0,
-                on_screen_at_start: bool = False) -> Iterator[tuple[float, av.VideoFrame]]:
+                on_screen_at_start: bool = False, device: str = "cpu") -> Iterator[tuple[float, av.VideoFrame]]:
     """Yield (t, frame) for every decoded frame with start_s <= t < end_s (end_s None: to the end).
 
     With `on_screen_at_start`, the latest frame with t < start_s (the one on screen at start_s, a held
@@ -25,9 +26,10 @@ def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0
     project, placed as players place it (`placed_in_time`): when a container labels frames out of
     order, the decoder's output order is kept and the labels are handed out in sorted order. The
     decoder seeks to the key frame at or before start_s and decodes forward; when the container
-    seeks imprecisely and lands after start_s, it seeks again further back.
+    seeks imprecisely and lands after start_s, it seeks again further back. `device` 'cuda' decodes with
+    NVDEC and yields the frames in system memory, in the software decoder's pixel format (`hwaccel`).
     """
-    container, stream = open_video_stream(path)
+    container, stream, soft = open_on_device(path, device)
     stream.thread_type = "AUTO"
     stream.thread_count = threads
     tb = stream.time_base
@@ -53,14 +55,18 @@ def iter_frames(path: str, start_s: float, end_s: float | None, threads: int = 0
                 held = (t, frame) if on_screen_at_start else None
                 continue
             if held is not None:
-                yield held
+                yield held[0], soft(held[1])
                 held = None
             if end_s is not None and t >= end_s:
                 return
-            yield t, frame
+            yield t, soft(frame)
         if held is not None:
-            yield held
+            yield held[0], soft(held[1])
     except av.error.FFmpegError as e:
+        if device == "cuda":
+            raise InputError(f"{path}: NVDEC decoding failed after t={start_s:.1f}s ({e.strerror}): a stream NVDEC "
+                             "cannot decode (4:2:2, over its size limits) or damaged data; rerun with "
+                             "--decode-device cpu") from None
         raise InputError(f"{path}: corrupt video data after t={start_s:.1f}s ({e.strerror}); "
                          "the file is damaged or truncated: download it again") from None
     finally:
