@@ -46,7 +46,7 @@ class S3Server:
                                  endpoint_url=self.endpoint, skip_instance_cache=True)
 
     def stop(self) -> None:
-        if self.proc is not None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
 

@@ -94,7 +94,7 @@ def test_cuda_provider_options_name_the_local_rank_device():
     assert session_providers(cuda, {}, n_devices=8)[0][1] == {"device_id": 0}
     assert session_providers(cuda, {"SLURM_LOCALID": "5"}, n_devices=4)[0][1] == {"device_id": 1}  # one GPU per task
     assert session_providers("CPUExecutionProvider", {"LOCAL_RANK": "3"}) == ["CPUExecutionProvider"]
-    assert gpu_index({"LOCAL_RANK": "1"}, n_devices=1) == 0
+    assert gpu_index(1, n_devices=1) == 0 and gpu_index(9, n_devices=4) == 1
 
 
 @pytest.mark.parametrize(("pix_fmt", "gpu_fmt"), [("yuv420p", "nv12"), ("yuvj420p", "nv12"),

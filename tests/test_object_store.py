@@ -8,14 +8,17 @@ that is not whole, and the same command run again must finish the job. Storage f
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.format import expected_files
+from pipeline.store import redact
 from tests.conftest import fresh_dir, run_cli, start_cli
 
 OPTS = ["--segment-s", "3", "--fps", "10", "--short-side", "96", "--shard-size", "40KB", "--quiet"]  # ~10 shards
@@ -79,24 +82,59 @@ def test_round_trip_default_work_dir(s3, sources, reference, tmp_path):
     assert without_logs(remote_tree(s3, url)) == reference
 
 
+def without_source_paths(tree: dict[str, bytes]) -> dict[str, bytes]:
+    """The tree with dataset.json's per-node fields (the source's path and mtime) taken out."""
+    index = json.loads(tree["dataset.json"])
+    for v in index["videos"]:
+        v.pop("source"), v.pop("source_mtime_ns")
+    return {**without_logs(tree), "dataset.json": json.dumps(index, sort_keys=True).encode()}
+
+
 def test_parts_on_separate_machines_then_index_without_sources(s3, sources, tmp_path):
-    """Each part works in its own folder (its own node); `index` runs in a third one, without the videos."""
-    moved = [Path(shutil.copy2(v, tmp_path / v.name)) for v in sources]
+    """Each part works in its own folder on its own copy of the videos (another path, another mtime: its
+    node's disk); `index` runs in a fourth folder, where the videos are not."""
     cwd = fresh_dir()
-    assert run_cli("shard", *moved, "--out", "ref", *OPTS, cwd=cwd).returncode == 0
-    want = local_tree(cwd / "ref")
+    assert run_cli("shard", *sources, "--out", "ref", *OPTS, cwd=cwd).returncode == 0
+    want = without_source_paths(local_tree(cwd / "ref"))
     url = s3.url("parts")
     for i in range(3):
-        r = run_cli("shard", *moved, "--out", url, *OPTS, "--part", f"{i}/3", "--work-dir", f"node{i}", cwd=cwd,
+        (tmp_path / f"node{i}").mkdir()
+        copies = [Path(shutil.copy(v, tmp_path / f"node{i}" / v.name)) for v in sources]
+        for c in copies:
+            os.utime(c, (1e9 + i, 1e9 + i))
+        r = run_cli("shard", *copies, "--out", url, *OPTS, "--part", f"{i}/3", "--work-dir", f"node{i}", cwd=cwd,
                     env=s3.env)
         assert r.returncode == 0, r.stderr
         assert f"run `dora-data index {url}`" in r.stdout
+        for c in copies:
+            c.unlink()
     assert "dataset.json" not in remote_tree(s3, url)
-    for v in moved:
-        v.unlink()
     r = run_cli("index", url, "--work-dir", "indexer", cwd=cwd, env=s3.env)
     assert r.returncode == 0, r.stderr
-    assert without_logs(remote_tree(s3, url)) == want
+    assert without_source_paths(remote_tree(s3, url)) == want
+
+
+def test_videos_added_from_another_machine(s3, sources):
+    """A finished folder on the store gets a second video from a fresh work folder (a new node), as a local
+    folder would; `index` from a third fresh folder then has nothing to do and changes nothing."""
+    cwd = fresh_dir()
+    for v in sources:
+        assert run_cli("shard", v, "--out", "ref", *OPTS, cwd=cwd).returncode == 0
+    url = s3.url("added")
+    for v, node in zip(sources, ("nodeA", "nodeB"), strict=True):
+        r = run_cli("shard", v, "--out", url, *OPTS, "--work-dir", node, cwd=cwd, env=s3.env)
+        assert r.returncode == 0, r.stderr
+    assert without_logs(remote_tree(s3, url)) == local_tree(cwd / "ref")
+    r = run_cli("index", url, "--work-dir", "nodeC", cwd=cwd, env=s3.env)
+    assert r.returncode == 0, r.stderr
+    assert without_logs(remote_tree(s3, url)) == local_tree(cwd / "ref")
+
+
+def test_urls_lose_their_secrets_in_messages():
+    assert redact("s3://key:secret@bucket/p") == "s3://bucket/p"
+    assert redact("see https://acct.blob.core.windows.net/c/x?sv=1&sig=SECRET now") == \
+        "see https://acct.blob.core.windows.net/c/x now"
+    assert redact("endpoint http://user:pw@minio:9000/ failed") == "endpoint http://minio:9000/ failed"
 
 
 def _kill_when(proc, s3, url: str, ready, timeout: float = 120) -> dict[str, bytes]:
@@ -176,3 +214,31 @@ def test_storage_faults_are_one_line(s3, sources, fault):
         assert p.name != "dataset.json"
         if p.is_file():
             assert env["AWS_SECRET_ACCESS_KEY"].encode() not in p.read_bytes()
+
+
+def test_store_failing_mid_run_stops_it_and_keeps_the_work(sources):
+    """The store goes away while units are made (here: its server is stopped after the first unit's marker):
+    one line, exit 2, even with --keep-going (the store failed, not a video), and the units made here stay
+    in the work folder for the rerun."""
+    from tests.s3server import moto_s3
+
+    server = moto_s3()  # its own server: this test stops it
+    try:
+        url, cwd = server.url("gone"), fresh_dir()
+        proc = start_cli("dora-data", "shard", *sources, "--out", url, *OPTS, "--workers", "1", "--keep-going",
+                         "--work-dir", "work", cwd=cwd, env=server.env, stderr=subprocess.PIPE, text=True)
+        fs, root = server.fs(), url.removeprefix("s3://")
+        deadline = time.time() + 120
+        while not any(p.endswith("u00000.json") for p in fs.find(root)) and time.time() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.05)
+            fs.invalidate_cache()
+        server.stop()
+        err = proc.communicate(timeout=300)[1]
+    finally:
+        server.stop()
+    assert proc.returncode == 2, err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("note:")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {url}: ") and "failed" in lines[0], err
+    made = list((cwd / "work" / ".work").rglob("u*.json"))
+    assert made and all(p.with_name(p.stem + ".jpg.bin").exists() for p in made)

@@ -66,7 +66,12 @@ def test_the_order_array_then_srun_then_torchrun():
     array = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4"}
     srun = {"SLURM_PROCID": "5", "SLURM_NTASKS": "32"}
     torchrun = {"RANK": "5", "WORLD_SIZE": "32", "LOCAL_RANK": "5", "LOCAL_WORLD_SIZE": "8"}
-    assert part_from_env({**array, **srun, **torchrun}) == Part(1, 4, "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT")
+    assert part_from_env({**array, "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == Part(
+        1, 4, "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT")  # `srun dora-data ...` in an array script: one task
+    # an array task that runs 8 processes (srun --ntasks 8, or torchrun): array part x 8 + process, of 4 x 8
+    composed = part_from_env({**array, "SLURM_PROCID": "3", "SLURM_NTASKS": "8"})
+    assert composed.pair == (1 * 8 + 3, 32) and "SLURM_PROCID/SLURM_NTASKS" in composed.source
+    assert part_from_env({**array, **srun, **torchrun}).pair == (1 * 32 + 5, 128)
     assert part_from_env({**srun, **torchrun}) == Part(5, 32, "SLURM_PROCID/SLURM_NTASKS")
     assert part_from_env(torchrun) == Part(5, 32, "RANK/WORLD_SIZE")
     assert part_from_env({"SLURM_PROCID": "0", **torchrun}).source == "RANK/WORLD_SIZE"  # half a pair: not one

@@ -3,8 +3,9 @@
 from pipeline.shard.assemble import IncompleteVideos, assemble, drop_unfinished
 from pipeline.shard.cuts import DETECTORS, CutSettings, CutTracker, analysis_size, shots_from_cuts
 from pipeline.shard.faces import BLUR_MODES, FaceDetector, FaceSettings
-from pipeline.shard.parts import Part, PartRun, local_rank, local_world_size, parse_part, part_from_env
+from pipeline.shard.parts import Part, local_rank, local_world_size, parse_part, part_from_env
 from pipeline.shard.run import run_index, run_shard
+from pipeline.shard.runlog import PartRun
 from pipeline.shard.settings import ShardSettings
 
 __all__ = [

@@ -242,15 +242,20 @@ def _video_entry(out: Path, v: _Video, geometry: WindowGeometry) -> dict:
 
 
 def _source_digest(out: Path, meta: dict) -> str:
-    """The source's SHA-256: from the checksum `shard` kept with unit 0 when it was made from this very file
-    (size and mtime as probed), so that `index` needs no access to the sources; else read from the source."""
+    """The source's SHA-256: the checksum `shard` kept with unit 0 (of a file of the probed size: copies on
+    other nodes have other paths and mtimes), so that `index` needs no access to the sources; else read
+    from the source itself."""
     work = ShardFolder(out).video_work(meta["name"])
     kept = work / "source.json"
     if kept.exists():
         c = json.loads(kept.read_text())
-        if (c.get("size"), c.get("mtime_ns")) == (meta["source_bytes"], meta["source_mtime_ns"]):
+        if c.get("size") == meta["source_bytes"]:
             return c["sha256"]
-    return sha256_of(Path(meta["source"]), work)
+    source = Path(meta["source"])
+    if not source.is_file():
+        raise InputError(f"{source}: not found, and {meta['name']}'s unit 0 kept no checksum of it; run `dora-data "
+                         "index` where the videos are, or rerun shard for that video")
+    return sha256_of(source, work)
 
 
 def _drop_leftovers(out: Path, done: set[str]) -> None:

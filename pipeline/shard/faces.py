@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -75,9 +76,11 @@ def session_providers(provider: str, env: Mapping[str, str] | None = None, n_dev
     modulo the visible devices: `hwaccel.gpu_index`), with the CPU for any node CUDA lacks; or the CPU alone."""
     if provider != "CUDAExecutionProvider":
         return [provider]
+    from pipeline.shard.parts import local_rank
     from pipeline.video import gpu_index
 
-    return [(provider, {"device_id": gpu_index(env, n_devices)}), "CPUExecutionProvider"]
+    rank = local_rank(os.environ if env is None else env)
+    return [(provider, {"device_id": gpu_index(rank, n_devices)}), "CPUExecutionProvider"]
 
 
 class FaceDetector:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -17,10 +16,11 @@ from pipeline.errors import InputError
 from pipeline.files import FolderLock, check_writable, write_json_atomic
 from pipeline.format import ShardFolder, WorkVideo
 from pipeline.shard.assemble import assemble, drop_unfinished, pending_videos, refuse_incomplete
+from pipeline.shard.parts import usable_cores
 from pipeline.shard.segment import process_unit
 from pipeline.shard.settings import ShardSettings
 from pipeline.shard.units import Unit, UnitWriter, is_complete, plan_units, select_part
-from pipeline.store import MirroredFolder
+from pipeline.store import MirroredFolder, StorageError
 from pipeline.video import Source, VideoInfo, probe, resolve_inputs, sha256_of, stored_size
 from pipeline.workers import ErrorPolicy, Task, failures, reraise, run_tasks
 
@@ -98,6 +98,9 @@ def prepare(out: Path, sources: list[Source], settings: ShardSettings, on_error:
 
 def _run_unit(out: str, unit: Unit, info: dict, settings: dict, threads: int, remote: str | None, progress) -> None:
     started = time.monotonic()
+    if unit.index == 0:  # the source's checksum, kept with the work before the unit's marker: `index` then
+        record = json.loads(ShardFolder(out).video_record(unit.video).read_text())  # needs no access to sources
+        sha256_of(Path(record["source"]), ShardFolder(out).video_work(unit.video))
     writer = UnitWriter(Path(out), unit)
     try:
         process_unit(unit, VideoInfo(**info), ShardSettings.from_json(settings), writer,
@@ -105,9 +108,6 @@ def _run_unit(out: str, unit: Unit, info: dict, settings: dict, threads: int, re
     except BaseException:
         writer.abort()
         raise
-    if unit.index == 0:  # the source's checksum, kept with the work: `index` then needs no access to the source
-        record = json.loads(ShardFolder(out).video_record(unit.video).read_text())
-        sha256_of(Path(record["source"]), ShardFolder(out).video_work(unit.video))
     if remote is not None:
         MirroredFolder(remote, Path(out)).push_unit(unit.video, unit.index)
     progress((unit, time.monotonic() - started))  # finished: run_units hands it to on_unit
@@ -142,12 +142,14 @@ def run_units(out: Path, videos: dict[str, tuple[VideoInfo, dict]], todo: list[U
     """Process `todo` on `workers` processes (inline when 1), with progress bars; returns the units done.
     A failed video's work folder is removed: nothing half-made stays behind."""
     bars = _Bars(videos, todo, quiet)
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(todo))))  # decoder threads per unit
+    threads = max(1, usable_cores() // max(1, min(workers, len(todo))))  # decoder threads per unit
     tasks = [Task(u.video, _run_unit, (str(out), u, videos[u.video][0].to_json(), settings.to_json(), threads, remote))
              for u in todo]
     failed: set[str] = set()
 
     def policy(video: str, error: InputError) -> None:
+        if isinstance(error, StorageError):  # the store, not the video: stop, keep the work made here
+            raise error
         failed.add(video)  # before on_error may stop the run: its work folder goes in any case
         on_error(video, error)
 
@@ -194,6 +196,8 @@ def run_shard(inputs: list[str], out: Path, settings: ShardSettings, workers: in
         on_start(len(mine), len(units), report.units_done)  # this run's units, all units, those already done
         report.units_done += run_units(out, videos, todo, settings, workers, on_error, quiet, url, on_unit)
         report.failed = failures(on_error)
+        for video in report.failed if mirror is not None else ():  # --keep-going: its uploaded units go too
+            mirror.remote.remove(f".work/{video}")
         if part is None or part[1] == 1:
             if mirror is not None:
                 mirror.pull_work(quiet)

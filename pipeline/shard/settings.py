@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from pipeline.shard.cuts import CutSettings
@@ -55,10 +56,12 @@ class ShardSettings:
         (when faces are blurred) and the decode device become cpu or cuda; `cuda` that cannot run here is one
         InputError line, `auto` says its choice (a `note:` line). The choice is recorded, never compared."""
         from pipeline.shard.faces import resolve_provider
+        from pipeline.shard.parts import local_rank
         from pipeline.video import resolve_decode_device
 
         faces = replace(self.faces, provider=resolve_provider(self.faces.provider)) if self.blur_faces else self.faces
-        return replace(self, faces=faces, decode_device=resolve_decode_device(self.decode_device))
+        return replace(self, faces=faces, decode_device=resolve_decode_device(self.decode_device,
+                                                                                local_rank(os.environ)))
 
     @property
     def margin_s(self) -> float:

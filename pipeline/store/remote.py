@@ -26,15 +26,20 @@ def is_url(path: str | Path) -> bool:
     return bool(m) and m.group(1).lower() != "file"
 
 
-def redact(url: str) -> str:
-    """The URL without a `user:password@` part."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
+def redact(text: str) -> str:
+    """`text` with every URL's `user:password@` part and query string (signatures, tokens) taken out."""
+    text = re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@", r"\1", str(text))
+    return re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]*)[?#][^\s]*", r"\1", text)
+
+
+class StorageError(InputError):
+    """Object storage failed (refused, unreachable, no bucket): one line; it stops a run, never skips a video."""
 
 
 def _reason(e: BaseException) -> str:
     """What went wrong, from the storage library's exception, in a few words."""
     name = type(e).__name__
-    text = str(e).splitlines()[0] if str(e) else name
+    text = redact(str(e).splitlines()[0]) if str(e) else name
     if name in ("NoCredentialsError", "PartialCredentialsError"):
         return ("no credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                 "or ~/.aws/credentials)")
@@ -56,10 +61,10 @@ def storage_errors(url: str, doing: str) -> Iterator[None]:
     except InputError:
         raise
     except (OSError, ValueError, RuntimeError) as e:
-        raise InputError(f"{redact(url)}: {doing} failed: {_reason(e)}") from None
+        raise StorageError(f"{redact(url)}: {doing} failed: {_reason(e)}") from None
     except Exception as e:  # botocore/aiohttp errors do not share a base class with OSError
         if type(e).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google"):
-            raise InputError(f"{redact(url)}: {doing} failed: {_reason(e)}") from None
+            raise StorageError(f"{redact(url)}: {doing} failed: {_reason(e)}") from None
         raise
 
 
@@ -94,7 +99,12 @@ class RemoteFolder:
                 self.fs.info(bucket)
             except FileNotFoundError:
                 raise FileNotFoundError("The specified bucket does not exist") from None
-            if write:
+            except PermissionError:  # roles scoped to a prefix may not see the bucket itself: the probe decides
+                pass
+            if not write:
+                with suppress(FileNotFoundError):  # an empty prefix is fine here; refused credentials are not
+                    self.fs.ls(self.root)
+            else:
                 probe = self.path(f".probe-{os.getpid()}")
                 self.fs.pipe_file(probe, b"")
                 self.fs.rm_file(probe)

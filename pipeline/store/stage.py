@@ -123,9 +123,11 @@ def _load_state(local: Path) -> dict:
 
 
 def _extras(local: Path, expected: dict) -> list[Path]:
-    """Files in the copy that the manifest no longer lists (a `.part` of a listed file is kept)."""
+    """Files of the folder's own (shards/, frames/) that the manifest no longer lists (a `.part` of a listed
+    file is kept); other paths, such as the copy of a URL nested under this one, are not ours to delete."""
     keep = {INDEX, STATE, *expected, *(f"{rel}.part" for rel in expected)}
-    return [p for p in sorted(local.rglob("*")) if p.is_file() and p.relative_to(local).as_posix() not in keep]
+    return [p for d in ("shards", "frames") for p in sorted((local / d).glob("*"))
+            if p.is_file() and p.relative_to(local).as_posix() not in keep]
 
 
 class _Fetcher:
@@ -133,9 +135,11 @@ class _Fetcher:
 
     def __init__(self, remote: RemoteFolder, local: Path, expected: dict, bar: tqdm):
         self.remote, self.local, self.expected, self.bar = remote, local, expected, bar
-        self.lock, self.fetched = threading.Lock(), 0
+        self.lock, self.fetched, self.stop = threading.Lock(), 0, threading.Event()
 
     def count(self, n: int) -> None:
+        if self.stop.is_set():  # Ctrl-C or a failed file: running downloads stop at their next chunk
+            raise InterruptedError("staging stopped")
         with self.lock:
             self.fetched += n
             self.bar.update(n)
@@ -168,15 +172,6 @@ def stage(url: str, cache_dir: str | Path | None = None, quiet: bool = False, sa
     remote = RemoteFolder(str(url))
     name = redact(remote.url)
     remote.check(write=False)
-    raw = remote.read(INDEX)
-    if raw is None:
-        raise InputError(f"{name}: no {INDEX}, not a finished shard folder; run `dora-data index {name}` after "
-                         "every part finished")
-    try:
-        index = json.loads(raw)
-        expected = expected_files(index)
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{name}/{INDEX}: not a shard folder's {INDEX} ({e})") from None
     local = cache_path(remote.url, cache_dir)
     try:
         local.mkdir(parents=True, exist_ok=True)
@@ -184,6 +179,15 @@ def stage(url: str, cache_dir: str | Path | None = None, quiet: bool = False, sa
         raise InputError(f"{local}: cannot make the shard cache here ({e.strerror}); give another folder with "
                          "--cache-dir or $DORA_CACHE") from None
     with node_lock(local.with_name(local.name + ".lock"), name, say):
+        raw = remote.read(INDEX)  # under the lock: the ranks of a node all get the copy of one dataset.json
+        if raw is None:
+            raise InputError(f"{name}: no {INDEX}, not a finished shard folder; run `dora-data index {name}` after "
+                             "every part finished")
+        try:
+            index = json.loads(raw)
+            expected = expected_files(index)
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{name}/{INDEX}: not a shard folder's {INDEX} ({e})") from None
         return _sync(remote, index, raw, expected, local, quiet, say)
 
 
@@ -273,6 +277,9 @@ def _download(remote: RemoteFolder, local: Path, expected: dict, todo: dict, sta
                     write_json_atomic(local / STATE, state)
                 if todo[rel]:
                     say(f"repaired {rel} ({todo[rel]})")
+        except BaseException:
+            fetch.stop.set()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return fetch.fetched

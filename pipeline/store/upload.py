@@ -13,16 +13,19 @@ of the same command (on any machine: it pulls what it lacks) finishes the job.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.errors import InputError
 from pipeline.files import cache_root, write_json_atomic
 from pipeline.format import ShardFolder, expected_files
 from pipeline.store.remote import RemoteFolder
 from pipeline.store.stage import cache_path
 
 WORK = ".work"
+PUBLISHED = ".published.json"  # in the work folder: files of this folder uploaded, with their checksums
 
 
 def default_work_dir(url: str) -> Path:
@@ -51,9 +54,9 @@ class MirroredFolder:
         self.remote.check(write=True)
         self.local.mkdir(parents=True, exist_ok=True)
         settings = self.remote.read(f"{WORK}/settings.json")
-        if settings is not None and not self.folder.settings_file.exists():
+        if settings is not None:  # the store's options rule (a reused work folder may hold another run's)
             self.folder.work.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.folder.settings_file, json.loads(settings))
+            write_json_atomic(self.folder.settings_file, self._json(settings, "settings.json"))
         self._take_remote_index()
         self._done = {rel for rel in self.remote.listing(WORK) if rel.endswith(".json")}
         return self
@@ -63,13 +66,27 @@ class MirroredFolder:
         data = self.remote.read("dataset.json")
         if data is None:
             return
-        remote = json.loads(data)
+        remote = self._json(data, "dataset.json")
         local = self.folder.read_index()
         if local is not None:
             names = [v["name"] for v in local["videos"]]
             if names[:len(remote["videos"])] == [v["name"] for v in remote["videos"]]:
                 return
+        for stale in (self.folder.shards_dir, self.folder.frames_dir, self.local / PUBLISHED):  # another index's
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        listed = expected_files(remote)
+        tables = {v["frames_table"]: listed.get(v["frames_table"], {}).get("sha256") for v in remote["videos"]}
+        for rel in tables:  # small, and what summaries and checks of the folder read; the shards stay remote
+            self.remote.download(rel, self.local / rel)
+        write_json_atomic(self.local / PUBLISHED, tables)
         write_json_atomic(self.folder.index, remote)
+
+    def _json(self, data: bytes, rel: str) -> dict:
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise InputError(f"{self.remote}/{rel}: not valid JSON; it was damaged on the store: move the "
+                             "folder aside and shard again") from None
 
     def unit_done(self, video: str, index: int) -> bool:
         """Whether the unit's marker is on the remote side (as listed by `open`)."""
@@ -93,11 +110,13 @@ class MirroredFolder:
         self._done.add(marker)
 
     def pull_work(self, quiet: bool = False) -> None:
-        """Download every remote work file the local folder lacks (other parts' units), markers last."""
+        """Download every remote work file the local folder lacks (other parts' units), markers last; a unit's
+        frames always come with its marker (a local leftover may be another run's)."""
         listing = self.remote.listing(WORK)
         local = {rel for rel in listing if (self.local / rel).exists()}
         markers = [r for r in listing if r.endswith(".json") and r not in local]
-        first = [r for r in listing if r not in local and r not in markers]
+        blobs = [r[:-len(".json")] + ".jpg.bin" for r in markers]
+        first = [r for r in listing if (r not in local and r not in markers) or r in blobs]
         todo = first + sorted(markers, key=lambda r: r.endswith("/video.json"))
         bar = tqdm(total=sum(listing[r] for r in todo), unit="B", unit_scale=True, desc="download units",
                    disable=quiet or not todo, dynamic_ncols=True)
@@ -106,19 +125,29 @@ class MirroredFolder:
                 self.remote.download(rel, self.local / rel, on_bytes=bar.update)
 
     def publish(self, quiet: bool = False) -> bool:
-        """Upload the local finished folder: every listed file missing or of another size remotely, then
-        dataset.json, then delete the remote work of the videos it holds. False when there is no index."""
+        """Upload the local finished folder: every listed file made here and not yet uploaded (by checksum, in
+        `.published.json`), then dataset.json, then delete the remote work of the videos it holds. Files made
+        elsewhere must be on the store at their listed size. False when there is no index."""
         index = self.folder.read_index()
         if index is None:
             return False
         have = self.remote.listing()
         want = expected_files(index)
-        todo = [rel for rel in want if have.get(rel) != (self.local / rel).stat().st_size]
+        record = self.local / PUBLISHED
+        sent = json.loads(record.read_text()) if record.exists() else {}
+        here = {r for r in want if (self.local / r).exists()}
+        lost = [r for r in want if r not in here and (r not in have or have[r] != want[r].get("bytes", have[r]))]
+        if lost:
+            raise InputError(f"{self.remote}/{lost[0]}: listed in dataset.json but missing or of another size on the "
+                             f"store, and not in {self.local}; shard into a new --out")
+        todo = [r for r in want if r in here and (r not in have or sent.get(r) != want[r].get("sha256"))]
         bar = tqdm(total=sum((self.local / r).stat().st_size for r in todo), unit="B", unit_scale=True,
                    desc="upload shards", disable=quiet or not todo, dynamic_ncols=True)
         with bar:
             for rel in todo:
                 self.remote.upload(self.local / rel, rel)
+                sent[rel] = want[rel].get("sha256")
+                write_json_atomic(record, sent)
                 bar.update((self.local / rel).stat().st_size)
         self.remote.upload(self.folder.index, "dataset.json")
         for name in [v["name"] for v in index["videos"]] + [d["name"] for d in index.get("dropped", [])]:

@@ -15,8 +15,7 @@ CenterFace), modulo the devices visible (a launcher that gives each task its own
 from __future__ import annotations
 
 import ctypes
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -49,12 +48,9 @@ def cuda_device_count() -> int:
     return n.value
 
 
-def gpu_index(env: Mapping[str, str] | None = None, n_devices: int | None = None) -> int:
-    """The CUDA device of this process: its local rank (LOCAL_RANK, else SLURM_LOCALID, else 0) modulo
-    the visible devices (`n_devices`, default: counted)."""
-    from pipeline.shard import local_rank  # pipeline.shard imports this package: import late
-
-    rank = local_rank(os.environ if env is None else env)
+def gpu_index(rank: int = 0, n_devices: int | None = None) -> int:
+    """The CUDA device of the process with local rank `rank` on its node (the launcher's LOCAL_RANK or
+    SLURM_LOCALID, read by the caller): the rank modulo the visible devices (`n_devices`, default: counted)."""
     n = cuda_device_count() if n_devices is None else n_devices
     return rank % n if n > 0 else rank
 
@@ -79,13 +75,12 @@ def cuda_decode_problem(device: int) -> str | None:
     return None
 
 
-def resolve_decode_device(wanted: str, env: Mapping[str, str] | None = None,
-                          say: Callable[[str], None] = note) -> str:
+def resolve_decode_device(wanted: str, rank: int = 0, say: Callable[[str], None] = note) -> str:
     """'cpu' or 'cuda': where decoding runs, decided once before any work. `cuda` that cannot run here is an
     InputError (one line: what is missing, what to do); `auto` is cuda where it can run, else cpu (said)."""
     if wanted == "cpu":
         return "cpu"
-    device = gpu_index(env)
+    device = gpu_index(rank)
     problem = cuda_decode_problem(device)
     if problem is None:
         if wanted == "auto":
