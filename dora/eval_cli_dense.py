@@ -8,17 +8,17 @@ dora/eval/segment.py), on ADE20K or any folder with images/, annotations/ and cl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from pipeline.errors import InputError
 from pipeline.files import claims_output
+from pipeline.workers import usable_cores
 
 # --workers default of every dora-eval command: the cores this process may use, at most 16 (more readers
 # do not help one GPU)
-CORES = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+CORES = min(16, usable_cores())
 
 
 @click.command()

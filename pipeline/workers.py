@@ -69,6 +69,11 @@ class PoolResult:
     failed: set[str]  # keys whose tasks failed in this run
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a Slurm task's --cpus-per-task, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _die_with_parent(parent: int | None = None) -> None:
     """Worker initialiser: a worker (or the manager process) must not outlive its killed parent.
 

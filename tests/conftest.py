@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +67,25 @@ def start_cli(prog: str, *args, cwd: Path | str | None = None, **kw) -> subproce
     kw.setdefault("stderr", subprocess.DEVNULL)
     env = cli_env(kw.pop("env", None))
     return subprocess.Popen([*entry_point(prog), *map(str, args)], cwd=cwd or fresh_dir(), env=env, **kw)
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under a shard folder (relative names), the work folder and the runs' logs/ excluded:
+    what must be byte-identical however the folder was made (parts, kills, reruns)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not {".work", "logs"} & set(p.relative_to(folder).parts)}
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300, poll: float = 0.005) -> None:
+    """kill -9 `proc` as soon as `ready()` holds; fails if the process ended first or `timeout` passed."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, f"not ready to be killed after {timeout} s"
+        time.sleep(poll)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 @pytest.fixture(scope="session")

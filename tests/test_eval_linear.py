@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ from torchvision.transforms import functional as TF
 from dora.eval.images import MEAN, STD, load_layout
 from dora.eval.linear import epoch_lr
 from dora.eval.train_views import dali_train_batches, random_resized_crop
-from tests.conftest import ROOT
+from tests.conftest import ROOT, kill_when
 from tests.imagefolders import make_folder
 from tests.test_eval_knn import eval_cli, official_style_checkpoint
 
@@ -81,13 +78,7 @@ def test_kill_9_and_resume_give_the_same_per_epoch_numbers(tmp_path, decoder):
     proc = subprocess.Popen([sys.executable, "-m", "dora.eval_cli", *args, "--out", "killed"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     log = tmp_path / "killed" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while (not log.exists() or len(log.read_text().splitlines()) < 2) and proc.poll() is None \
-            and time.time() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 2)
     done = len(_records(log))
     assert 2 <= done < 6
     r = eval_cli(*args, "--out", "killed", cwd=tmp_path)

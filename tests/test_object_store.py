@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.format import expected_files
 from pipeline.store import redact
-from tests.conftest import fresh_dir, run_cli, start_cli
+from tests.conftest import fresh_dir, kill_when, run_cli, start_cli
 
 OPTS = ["--segment-s", "3", "--fps", "10", "--short-side", "96", "--shard-size", "40KB", "--quiet"]  # ~10 shards
 
@@ -139,15 +139,13 @@ def test_urls_lose_their_secrets_in_messages():
 
 def _kill_when(proc, s3, url: str, ready, timeout: float = 120) -> dict[str, bytes]:
     """kill -9 `proc` as soon as the remote object names satisfy `ready`; returns the tree after the kill."""
-    deadline = time.time() + timeout
     fs, root = s3.fs(), url.removeprefix("s3://")
-    while proc.poll() is None and time.time() < deadline:
+
+    def names() -> set[str]:
         fs.invalidate_cache()
-        if ready({p[len(root) + 1:] for p in fs.find(root)}):
-            break
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+        return {p[len(root) + 1:] for p in fs.find(root)}
+
+    kill_when(proc, lambda: ready(names()), timeout, poll=0.05)
     return remote_tree(s3, url)
 
 

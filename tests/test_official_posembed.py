@@ -126,6 +126,15 @@ def ours(path, model, resample: str):
     return path
 
 
+def assert_resampled_as(enc, model, x: torch.Tensor, resample: str) -> None:
+    """The loaded encoder's [CLS] on `x` (off the training grid) equals `model`'s under `resample`'s rule:
+    DINO's interpolate_pos_encoding for "dino", timm's own resampling for "timm"."""
+    with torch.no_grad():
+        got = cls_feature(enc.model, x)
+        want = dino_cls(model, x) if resample == "dino" else cls_feature(model, x)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
 def test_our_checkpoints_keep_their_saved_config(tmp_path):
     model = random_vit(1)
     x = torch.randn(2, 3, 80, 48)
@@ -133,10 +142,7 @@ def test_our_checkpoints_keep_their_saved_config(tmp_path):
         path = ours(tmp_path / f"ours_{resample}.pth", model, resample)
         enc = load_encoder(path)
         assert enc.pos_embed == resample and "saved config" in enc.pos_embed_why
-        with torch.no_grad():
-            got = cls_feature(enc.model, x)
-            want = dino_cls(model, x) if resample == "dino" else cls_feature(model, x)
-        assert torch.allclose(got, want, atol=1e-5)
+        assert_resampled_as(enc, model, x, resample)
 
 
 def test_a_dino_export_of_our_run_keeps_the_runs_resampling(tmp_path):
@@ -152,7 +158,4 @@ def test_a_dino_export_of_our_run_keeps_the_runs_resampling(tmp_path):
         assert torch.load(out, weights_only=False)["pos_embed_resample"] == resample
         enc = load_encoder(out)
         assert enc.pos_embed == resample and "dora-train export" in enc.pos_embed_why
-        with torch.no_grad():
-            got = cls_feature(enc.model, x)
-            want = dino_cls(model, x) if resample == "dino" else cls_feature(model, x)
-        assert torch.allclose(got, want, atol=1e-5)
+        assert_resampled_as(enc, model, x, resample)

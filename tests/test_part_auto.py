@@ -4,13 +4,10 @@ rerun; each part keeps its own log under DIR/logs/, which is not part of the dat
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.shard import Part, local_rank, local_world_size, parse_part, part_from_env
 from pipeline.shard.parts import default_workers, resolve_part
-from tests.conftest import cli_env, entry_point, fresh_dir, run_cli
+from tests.conftest import cli_env, entry_point, folder_digest, fresh_dir, kill_when, run_cli
 
 OPTS = ["--quiet", "--fps", "4", "--short-side", "64", "--segment-s", "1", "--clip-frames", "4",
         "--clip-stride-s", "0.5"]  # bikes (10 s): 10 units, carphone (4 s): 4 units
@@ -131,12 +128,6 @@ def _start(cwd: Path, inputs, out: str, env: dict, *extra) -> subprocess.Popen:
                             text=True)
 
 
-def _digest(folder: Path) -> dict[str, str]:
-    """sha256 of the dataset's files: dataset.json, shards/*.tar and *.idx, frames/*.npz (not logs/ or .work/)."""
-    files = [folder / "dataset.json", *(folder / "shards").glob("*"), *(folder / "frames").glob("*")]
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
-
-
 @pytest.fixture(scope="module")
 def inputs(bikes, carphone) -> list[Path]:
     return [bikes, carphone]
@@ -192,7 +183,7 @@ def test_a_slurm_array_of_parts_then_index_equals_one_run(inputs, whole):
     assert not (cwd / "wt" / "dataset.json").exists()
     r = run_cli("index", "wt", "--quiet", cwd=cwd)
     assert r.returncode == 0, r.stderr
-    assert _digest(cwd / "wt") == _digest(whole)
+    assert folder_digest(cwd / "wt") == folder_digest(whole)
     _check_logs(cwd / "wt", 3)
     assert run_cli("verify", "wt", cwd=cwd).returncode == 0
 
@@ -206,7 +197,7 @@ def test_torchrun_parts_share_the_cores_then_index_equals_one_run(inputs, whole)
         assert f"part {i}/3 from RANK/WORLD_SIZE: " in r.stdout, r.stdout
         assert f", {workers} worker{'s' if workers > 1 else ''} (the cores shared by 3 processes" in r.stdout
     assert run_cli("index", "wt", "--quiet", cwd=cwd).returncode == 0
-    assert _digest(cwd / "wt") == _digest(whole)
+    assert folder_digest(cwd / "wt") == folder_digest(whole)
     _check_logs(cwd / "wt", 3)
 
 
@@ -217,12 +208,7 @@ def test_a_part_killed_with_kill_9_is_rerun_with_the_same_command(inputs, whole)
     log = cwd / "wt" / "logs" / "shard-part-0-of-2.log"
     made = lambda: log.read_text().count(" done in ") if log.exists() else 0  # noqa: E731
     victim, other = _start(cwd, inputs, "wt", srun[0], "--workers", "1"), _start(cwd, inputs, "wt", srun[1])
-    deadline = time.time() + 300
-    while made() < 1:  # at least one of its 7 units is done ...
-        assert victim.poll() is None and time.time() < deadline, "part 0 finished before the kill"
-        time.sleep(0.005)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.communicate()
+    kill_when(victim, lambda: made() >= 1)  # at least one of its 7 units is done ...
     assert other.wait(timeout=600) == 0, other.stderr.read()
     killed_at = made()
     assert 1 <= killed_at < 7 and "end:" not in log.read_text()  # ... and not all of them
@@ -237,7 +223,7 @@ def test_a_part_killed_with_kill_9_is_rerun_with_the_same_command(inputs, whole)
     assert text.count("\n=== ") + text.startswith("=== ") == 2 and text.count(" done in ") == killed_at + 7 - int(
         m.group(1))  # the killed run's lines, then the rerun's, appended
     assert run_cli("index", "wt", "--quiet", cwd=cwd).returncode == 0
-    assert _digest(cwd / "wt") == _digest(whole)
+    assert folder_digest(cwd / "wt") == folder_digest(whole)
 
 
 def test_part_auto_without_a_launcher_is_one_line(inputs):

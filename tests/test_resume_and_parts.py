@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
-from tests.conftest import MAIN_OPTS, run_cli, start_cli
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder` (relative names), the work folder and the runs' logs/ excluded."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and not {".work", "logs"} & set(p.relative_to(folder).parts)}
+from tests.conftest import MAIN_OPTS, folder_digest, run_cli, start_cli
 
 
 def _start(inputs, out) -> subprocess.Popen:
@@ -51,17 +42,17 @@ def test_kill_9_then_rerun_gives_identical_keys_and_bytes(tmp_path, main_inputs,
     # 3: run to the end
     r = run_cli("shard", *main_inputs, "--out", out, *MAIN_OPTS)
     assert r.returncode == 0, r.stderr
-    assert _digest(out) == _digest(main_ds), f"killed_late={killed_late}"
+    assert folder_digest(out) == folder_digest(main_ds), f"killed_late={killed_late}"
     assert not (out / ".work").exists()
     assert not list(out.rglob("*.tmp*"))
 
 
 def test_rerun_of_finished_folder_skips(main_ds, main_inputs):
-    before = _digest(main_ds)
+    before = folder_digest(main_ds)
     r = run_cli("shard", *main_inputs, "--out", main_ds, *MAIN_OPTS)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("already in") == 4
-    assert _digest(main_ds) == before
+    assert folder_digest(main_ds) == before
 
 
 def test_parts_then_index_equal_one_run(tmp_path, main_inputs, main_ds):
@@ -74,7 +65,7 @@ def test_parts_then_index_equal_one_run(tmp_path, main_inputs, main_ds):
             assert not (out / "dataset.json").exists() or json.loads((out / "dataset.json").read_text())["videos"] == []
     r = run_cli("index", out)
     assert r.returncode == 0, r.stderr
-    assert _digest(out) == _digest(main_ds)
+    assert folder_digest(out) == folder_digest(main_ds)
 
 
 def test_index_with_missing_parts_reports_pending(tmp_path, bikes, carphone):
@@ -96,12 +87,12 @@ def test_adding_a_video_later_and_option_mismatch(tmp_path, bikes, carphone):
     out = tmp_path / "grow"
     opts = ["--workers", "1", "--quiet", "--clip-frames", "4", "--clip-stride-s", "0.5"]
     assert run_cli("shard", bikes, "--out", out, *opts).returncode == 0
-    first = _digest(out)
+    first = folder_digest(out)
     r = run_cli("shard", carphone, "--out", out, *opts, "--fps", "5")
     assert r.returncode == 2 and "fps" in r.stderr and "Traceback" not in r.stderr
-    assert _digest(out) == first
+    assert folder_digest(out) == first
     assert run_cli("shard", carphone, "--out", out, *opts).returncode == 0
     meta = json.loads((out / "dataset.json").read_text())
     assert [v["name"] for v in meta["videos"]] == ["bikes", "carphone_pristine"]
-    assert all(first[k] == h for k, h in _digest(out).items() if k.startswith("shards/shard-000000"))
+    assert all(first[k] == h for k, h in folder_digest(out).items() if k.startswith("shards/shard-000000"))
     assert json.loads(run_cli("verify", out, "--json", "--sample", "1").stdout)["ok"]

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ from bench.make_seg_example import make_example
 from dora.eval import SegScores, intersect_and_union
 from dora.eval.seg_metrics import IGNORE
 from dora.eval.segment import dense_features, poly_lr
-from tests.conftest import run_entry, start_cli
+from tests.conftest import kill_when, run_entry, start_cli
 from tests.evaldata import tiny_checkpoint
 
 FAST = ["--crop", "64", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"]
@@ -154,13 +151,8 @@ def test_kill_9_then_rerun_ends_with_the_uninterrupted_numbers(tmp_path):
     r = run_entry("dora-eval", *args, "--out", "ref", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     proc = start_cli("dora-eval", *args, "--out", "killed", cwd=tmp_path)
-    log, deadline = tmp_path / "killed" / "metrics.jsonl", time.time() + 300
-    while (not log.exists() or len(log.read_text().splitlines()) < 2) and proc.poll() is None \
-            and time.time() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    log = tmp_path / "killed" / "metrics.jsonl"
+    kill_when(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 2)
     done = _history(tmp_path / "killed")[-1]["iter"]
     assert 8 <= done < 40 and not (tmp_path / "killed" / "metrics.json").exists()
     other = [*args, "--workers", "1", "--save-every", "6"]  # numbers do not depend on them: may change

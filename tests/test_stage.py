@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.store import cache_path
-from tests.conftest import cli_env, entry_point, fresh_dir, run_cli, run_entry
+from tests.conftest import cli_env, entry_point, fresh_dir, kill_when, run_cli, run_entry
 from tests.evaldata import one_error_line
 
 OPTS = ["--clip-frames", "4", "--clip-stride-s", "0.5", "--window-s", "2", "--fps", "25", "--quality", "95",
@@ -117,11 +117,7 @@ def test_kill_9_while_staging_then_the_same_command_resumes(s3, folder, url):
     copy = copy_in(cwd, url)
     args = [*entry_point("dora-data"), "verify", url, "--cache-dir", "cache"]
     proc = subprocess.Popen(args, cwd=cwd, env=cli_env(s3.env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline and not any(copy.rglob("*.part")):
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: any(copy.rglob("*.part")), timeout=120, poll=0.002)
     assert proc.returncode == -signal.SIGKILL, "staging finished before it could be killed"
     assert not (copy / "dataset.json").exists()  # an incomplete copy never looks finished
     r = run_cli("verify", url, "--cache-dir", "cache", cwd=cwd, env=s3.env)

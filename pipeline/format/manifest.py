@@ -6,17 +6,14 @@ against it file by file. Folders made before this key have none; their shards' `
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from pipeline.files import sha256_file
 
 
 def file_entry(path: Path) -> dict:
     """{"bytes": size, "sha256": hex digest} of one file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def expected_files(index: dict) -> dict[str, dict]:

@@ -20,7 +20,6 @@ The part's run and its log are in `runlog.py`.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,11 +118,6 @@ def part_from_env(env: Mapping[str, str]) -> Part:
         raise InputError(f"--part auto: no part in the environment (looked for {LOOKED_FOR}); run it under "
                          "sbatch --array, srun or torchrun, or give --part i/n")
     return part
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a Slurm task's --cpus-per-task, not the whole node)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def resolve_part(option: str | None, env: Mapping[str, str]) -> Part | None:

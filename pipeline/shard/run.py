@@ -16,13 +16,12 @@ from pipeline.errors import InputError
 from pipeline.files import FolderLock, check_writable, write_json_atomic
 from pipeline.format import ShardFolder, WorkVideo
 from pipeline.shard.assemble import assemble, drop_unfinished, pending_videos, refuse_incomplete
-from pipeline.shard.parts import usable_cores
 from pipeline.shard.segment import process_unit
 from pipeline.shard.settings import ShardSettings
 from pipeline.shard.units import Unit, UnitWriter, is_complete, plan_units, select_part
 from pipeline.store import MirroredFolder, StorageError
 from pipeline.video import Source, VideoInfo, probe, resolve_inputs, sha256_of, stored_size
-from pipeline.workers import ErrorPolicy, Task, failures, reraise, run_tasks
+from pipeline.workers import ErrorPolicy, Task, failures, reraise, run_tasks, usable_cores
 
 
 @dataclass

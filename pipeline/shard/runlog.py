@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import UserFacingError, disk_full_cause, os_error_line
-from pipeline.shard.parts import LOGS, Part, default_workers, local_world_size, resolve_part, usable_cores
+from pipeline.shard.parts import LOGS, Part, default_workers, local_world_size, resolve_part
 from pipeline.store import redact
+from pipeline.workers import usable_cores
 
 if TYPE_CHECKING:  # run.py imports this module's package
     from pipeline.shard.run import ShardReport

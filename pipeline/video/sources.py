@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.files import write_json_atomic
+from pipeline.files import sha256_file, write_json_atomic
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a video's name: file names, unit names
 VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".ts", ".mpg", ".mpeg", ".flv", ".wmv"}
@@ -69,17 +67,6 @@ def resolve_inputs(inputs: list[str]) -> list[Source]:
         seen[s.name] = s.path
     unique = {s.name: s for s in sources}
     return sorted(unique.values(), key=lambda s: s.name)
-
-
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    """SHA-256 of a file, read in 8 MB chunks (`progress` gets each chunk's size)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-            if progress:
-                progress(len(chunk))
-    return h.hexdigest()
 
 
 def sha256_of(path: Path, cache_dir: Path | None = None, progress=None) -> str:
